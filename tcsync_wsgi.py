@@ -1,0 +1,1231 @@
+"""tcsync_wsgi: keep Tandem pump history flowing into Nightscout, and receive Data Connector events.
+
+One module, read top to bottom in the order data flows:
+Settings -> Store -> Sync -> Timer -> Auth and signatures -> HTTP -> Main.
+Run-time dependencies: the standard library, waitress, tconnectsync (imported lazily, at the first
+sync or check) and PyJWT (imported lazily, at the first Data Connector delivery).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import html
+import json
+import logging
+import math
+import os
+import re
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import urllib.parse
+import zoneinfo
+from http import HTTPStatus
+from importlib import metadata
+from collections.abc import Callable
+from typing import Any
+
+__version__ = "1.0.0"
+
+# ---------------------------------------------------------------------------------------------
+# Settings: built once from the environment; nothing else reads os.environ for our own settings.
+# ---------------------------------------------------------------------------------------------
+
+# tconnectsync.features.ALL_FEATURES, copied so that validating settings does not import
+# tconnectsync (slow, and it exits the process on bad settings); a test checks they agree.
+ALL_FEATURES = ("BASAL", "BOLUS", "IOB", "PUMP_EVENTS", "PUMP_EVENTS_BASAL_SUSPENSION",
+                "PROFILES", "CGM", "CGM_ALERTS", "DEVICE_STATUS")
+TESTING_FEATURES = ("BOLUS_BG",)  # tconnectsync adds these when ENABLE_TESTING_MODES is true
+DEFAULT_FEATURES = ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
+REQUIRED_FOR_SYNC = ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET")
+FALSE_WORDS = ("", "0", "false", "no", "off")
+
+
+class SettingsError(Exception):
+    """One or more settings are unusable; the message lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from the environment, validated."""
+
+    secret: str = dataclasses.field(default="", repr=False)
+    interval_mins: float = 0.0
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    allowed_features: tuple[str, ...] = ALL_FEATURES
+    db_path: str = "tcsync.sqlite3"
+    sync_timeout_secs: float = 120.0
+    stale_mins: float = 60.0
+    host: str = "0.0.0.0"
+    port: int = 5000
+    tconnect_email: str = ""
+    tconnect_password: str = dataclasses.field(default="", repr=False)
+    tconnect_region: str = "US"
+    ns_url: str = ""
+    ns_secret: str = dataclasses.field(default="", repr=False)
+    timezone_name: str = "America/New_York"
+    dt_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    missing: tuple[str, ...] = ()  # sync settings not given: syncs are refused, the web stays up
+
+    def secret_values(self) -> list[str]:
+        """Every secret value that must never leave the process."""
+        values = [self.secret, self.tconnect_password, self.ns_secret, *self.dt_secrets]
+        if self.ns_secret:
+            values.append(hashlib.sha1(self.ns_secret.encode()).hexdigest())
+        return [v for v in values if v]
+
+
+def _number(env, name: str, default: float, problems: list[str], *, positive: bool) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        problems.append(f"{name} must be a number {'above' if positive else 'of at least'} 0, got {raw!r}")
+        return default
+    return value
+
+
+def parse_features(raw: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma list of tconnectsync features; raises ValueError naming the unknown ones."""
+    names = tuple(dict.fromkeys(n.strip().upper() for n in raw.split(",") if n.strip()))
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise ValueError(f"unknown feature {', '.join(unknown) or '(none given)'}; choose from {', '.join(allowed)}")
+    return names
+
+
+def load_settings(env=None) -> Settings:
+    """Read and validate the environment; raises SettingsError listing every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    interval = _number(env, "TCONNECTSYNC_HEROKU_INTERVAL_MINS", 0.0, problems, positive=False)
+    timeout = _number(env, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS", 120.0, problems, positive=True)
+    stale = _number(env, "TCONNECTSYNC_HEROKU_STALE_MINS", max(60.0, 3 * interval), problems, positive=True)
+
+    allowed = ALL_FEATURES
+    if env.get("ENABLE_TESTING_MODES", "").strip().lower() in ("true", "1"):
+        allowed += TESTING_FEATURES
+    features = DEFAULT_FEATURES
+    if env.get("TCONNECTSYNC_HEROKU_FEATURES", "").strip():
+        try:
+            features = parse_features(env["TCONNECTSYNC_HEROKU_FEATURES"], allowed)
+        except ValueError as e:
+            problems.append(f"TCONNECTSYNC_HEROKU_FEATURES: {e}")
+
+    port_name = "PORT" if env.get("PORT", "").strip() else "LISTEN_PORT"
+    port_raw = env.get(port_name, "").strip() or "5000"
+    port = int(port_raw) if port_raw.isdigit() else -1
+    if not 0 <= port <= 65535:
+        problems.append(f"{port_name} must be a TCP port number, got {port_raw!r}")
+
+    # tconnectsync calls sys.exit(1) at import on these, or silently misbehaves: check first.
+    region = env.get("TCONNECT_REGION", "").strip() or "US"
+    if region not in ("US", "EU"):
+        problems.append(f"TCONNECT_REGION must be US or EU (capitals), got {region!r}")
+    serial = env.get("PUMP_SERIAL_NUMBER", "").strip()
+    if serial and not serial.isdigit():
+        problems.append(f"PUMP_SERIAL_NUMBER must be the pump's serial number (digits), got {serial!r}")
+    tz_name = env.get("TIMEZONE_NAME", "").strip() or env.get("TZ", "").strip() or "America/New_York"
+    try:
+        zoneinfo.ZoneInfo(tz_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"TIMEZONE_NAME must be a time zone name like America/New_York, got {tz_name!r}")
+    cache = env.get("CACHE_CREDENTIALS", "").strip().lower()
+    if cache in ("true", "1"):
+        problems.append("CACHE_CREDENTIALS=true breaks tconnectsync 3.0.3's login; unset it or set it to false")
+    ns_url = env.get("NS_URL", "").strip()
+    if ns_url:
+        if not re.match(r"https?://[^/\s]+", ns_url):
+            problems.append(f"NS_URL must start with https:// (or http://), got {ns_url!r}")
+        ns_url = ns_url.rstrip("/") + "/"  # tconnectsync joins paths onto it
+
+    values = {
+        "TCONNECT_EMAIL": env.get("TCONNECT_EMAIL", "").strip(),
+        "TCONNECT_PASSWORD": env.get("TCONNECT_PASSWORD", ""),
+        "NS_URL": ns_url,
+        "NS_SECRET": env.get("NS_SECRET", "") or env.get("API_SECRET", ""),
+    }
+    if problems:
+        raise SettingsError(problems)
+    return Settings(
+        secret=env.get("TCONNECTSYNC_HEROKU_SECRET", ""),
+        interval_mins=interval,
+        features=features,
+        allowed_features=allowed,
+        db_path=os.path.abspath(env.get("TCONNECTSYNC_HEROKU_DB", "").strip() or "tcsync.sqlite3"),
+        sync_timeout_secs=timeout,
+        stale_mins=stale,
+        host=env.get("LISTEN_HOST", "").strip() or "0.0.0.0",
+        port=port,
+        tconnect_email=values["TCONNECT_EMAIL"],
+        tconnect_password=values["TCONNECT_PASSWORD"],
+        tconnect_region=region,
+        ns_url=ns_url,
+        ns_secret=values["NS_SECRET"],
+        timezone_name=tz_name,
+        dt_secrets=tuple(s for s in (env.get("DT_SIGNATURE_SECRET", ""),
+                                     env.get("DT_SIGNATURE_SECRET_PREVIOUS", "")) if s),
+        missing=tuple(name for name, value in values.items() if not value),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Store: run history and Data Connector events in SQLite (WAL), behind one lock.
+# ---------------------------------------------------------------------------------------------
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    trigger TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT NOT NULL,
+    uploaded INTEGER NOT NULL DEFAULT 0,
+    last_event_seq INTEGER,
+    error TEXT,
+    log_tail TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    event_type TEXT NOT NULL,
+    target TEXT,
+    timestamp TEXT,
+    received_at REAL NOT NULL,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
+"""
+KEEP_RUNS = 1000
+KEEP_EVENTS = 100_000
+KEEP_EVENTS_SECS = 30 * 86400
+RUN_COLUMNS = "id, trigger, started_at, finished_at, outcome, uploaded, last_event_seq, error"
+
+
+def iso(ts: float | None) -> str | None:
+    """UTC ISO-8601 with a Z, or None."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Store:
+    """SQLite file holding runs and events; every call is one short transaction."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"schema version {version} is newer than this program's")
+        self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _run(self, sql: str, args=()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # runs
+    def start_run(self, trigger: str, started_at: float) -> int:
+        """Record a run as running; returns its id. Keeps the newest KEEP_RUNS rows."""
+        with self._lock, self._db:
+            run_id = self._db.execute(
+                "INSERT INTO runs (trigger, started_at, outcome) VALUES (?, ?, 'running')",
+                (trigger, started_at)).lastrowid
+            self._db.execute("DELETE FROM runs WHERE id <= ?", (run_id - KEEP_RUNS,))
+        return run_id
+
+    def finish_run(self, run: Run) -> None:
+        """Write a run's outcome, unless shutdown already marked it interrupted."""
+        self._run("UPDATE runs SET finished_at=?, outcome=?, uploaded=?, last_event_seq=?, error=?, log_tail=?"
+                  " WHERE id=? AND outcome='running'",
+                  (run.finished_at, run.outcome, run.uploaded, run.last_event_seq, run.error,
+                   "".join(run.log)[-8000:], run.id))
+
+    def interrupt_running(self, now: float) -> int:
+        """Mark runs left running (by a killed process, or at shutdown) interrupted."""
+        return self._run("UPDATE runs SET outcome='interrupted', finished_at=?, error=?"
+                         " WHERE outcome='running'",
+                         (now, "the service stopped before this run finished")).rowcount
+
+    def runs(self, limit: int) -> list[dict]:
+        """Newest first."""
+        rows = self._run(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [run_json(*row) for row in rows]
+
+    def last_run(self, outcome: str | None = None) -> dict | None:
+        where = "WHERE outcome=?" if outcome else "WHERE ?1 IS NULL"
+        row = self._run(f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT 1", (outcome,)).fetchone()
+        return run_json(*row) if row else None
+
+    # events
+    def add_event(self, event_id: str, event_type: str, target: str | None, timestamp: str | None,
+                  received_at: float, body: bytes) -> bool:
+        """Keep a delivery; True if this eventId was already kept (then only its counter moves)."""
+        duplicates = self._run(
+            "INSERT INTO events (event_id, event_type, target, timestamp, received_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (event_id) DO UPDATE SET duplicates = duplicates + 1 RETURNING duplicates",
+            (event_id, event_type, target, timestamp, received_at, body)).fetchone()[0]
+        return duplicates > 0
+
+    def prune_events(self, now: float) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM events WHERE received_at < ?", (now - KEEP_EVENTS_SECS,))
+            self._db.execute("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
+                             " ORDER BY received_at DESC LIMIT -1 OFFSET ?)", (KEEP_EVENTS,))
+
+    def events(self, limit: int, event_type: str | None) -> list[dict]:
+        """Newest first, optionally of one type."""
+        rows = self._run("SELECT event_id, event_type, target, timestamp, received_at, duplicates FROM events"
+                         " WHERE ?1 IS NULL OR event_type = ?1 ORDER BY received_at DESC, rowid DESC LIMIT ?2",
+                         (event_type, limit)).fetchall()
+        return [{"event_id": r[0], "event_type": r[1], "target": r[2], "timestamp": r[3],
+                 "received_at": iso(r[4]), "duplicates": r[5]} for r in rows]
+
+    def event_summary(self, since: float) -> tuple[int, float | None]:
+        """Events received since a time, and the newest receive time."""
+        count, = self._run("SELECT COUNT(*) FROM events WHERE received_at >= ?", (since,)).fetchone()
+        last, = self._run("SELECT MAX(received_at) FROM events").fetchone()
+        return count, last
+
+
+def run_json(id, trigger, started_at, finished_at, outcome, uploaded, last_event_seq, error) -> dict:
+    """One run as /runs shows it."""
+    duration = None if finished_at is None else round((finished_at - started_at) * 1000)
+    return {"id": id, "trigger": trigger, "started_at": iso(started_at), "finished_at": iso(finished_at),
+            "outcome": outcome, "uploaded": uploaded, "last_event_seq": last_event_seq, "error": error,
+            "duration_ms": duration}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sync: one lock, one pair of tconnectsync clients for the life of the process, redaction.
+# ---------------------------------------------------------------------------------------------
+
+def logfmt(**fields: Any) -> str:
+    """key=value pairs on one line; values with spaces or quotes are quoted."""
+    parts = []
+    for key, value in fields.items():
+        text = "" if value is None else str(value)
+        if not text or re.search(r'[\s="\\]', text) or not text.isprintable():
+            text = json.dumps(text)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+class Log:
+    """Writes whole lines to stdout with one os.write each: no buffering, no flush per line."""
+
+    def __init__(self, write: Callable[[str], Any] | None = None, redact: Callable[[str], str] = str):
+        self._write = write or (lambda line: os.write(1, line.encode("utf-8", "replace")))
+        self.redact = redact
+
+    def line(self, text: str) -> None:
+        self._write(self.redact(text) + "\n")
+
+    def __call__(self, at: str = "info", **fields: Any) -> None:
+        self.line(logfmt(at=at, **fields))
+
+
+class Redactor:
+    """Replaces every secret value, and any api_secret= query value, with [redacted]."""
+
+    def __init__(self, secrets: list[str]):
+        alternatives = [re.escape(s) for s in sorted(set(secrets), key=len, reverse=True)]
+        alternatives.append(r"(?<=api_secret=)[^&\s'\"]+")
+        self._pattern = re.compile("|".join(alternatives))
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub("[redacted]", text)
+
+
+@dataclasses.dataclass(eq=False)
+class Run:
+    """One sync or check: what /runs shows, plus the captured tconnectsync log."""
+
+    id: int
+    trigger: str
+    started_at: float
+    finished_at: float | None = None
+    outcome: str = "running"
+    uploaded: int = 0
+    last_event_seq: int | None = None
+    error: str | None = None
+    log: list[str] = dataclasses.field(default_factory=list)
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def as_json(self) -> dict:
+        return run_json(self.id, self.trigger, self.started_at, self.finished_at, self.outcome,
+                        self.uploaded, self.last_event_seq, self.error)
+
+
+class _Captures:
+    """Routes tconnectsync's log records and prints to the run that caused them, by thread."""
+
+    def __init__(self):
+        self.by_thread: dict[int, list[str]] = {}
+
+    def add(self, thread_id: int | None, text: str) -> bool:
+        lines = self.by_thread.get(thread_id)
+        if lines is not None and len(lines) < 5000:
+            lines.append(text)
+        return lines is not None
+
+
+class _TconnectsyncLogHandler(logging.Handler):
+    """tconnectsync's INFO lines: redacted, to our stdout, and into the running run's log."""
+
+    def __init__(self, log: Log, captures: _Captures):
+        super().__init__(logging.INFO)
+        self.log, self.captures = log, captures
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.log.redact(f"{record.levelname} {record.name}: {record.getMessage()}")
+        self.captures.add(record.thread, text + "\n")
+        self.log.line(text)
+
+
+class _ThreadStdout:
+    """Stands in for sys.stdout during a check: the check thread's prints are captured, others pass."""
+
+    def __init__(self, real, captures: _Captures):
+        self.real, self.captures = real, captures
+
+    def write(self, text: str) -> int:
+        if not self.captures.add(threading.get_ident(), text):
+            self.real.write(text)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+_io_deadline = threading.local()  # .at: monotonic time by which this thread's HTTP calls must end
+
+
+def _bound_requests_io(requests) -> None:
+    """Give every HTTP call made by a sync thread the time left before the run's deadline.
+
+    requests has no default timeout and tconnectsync passes none; all its calls (plain
+    requests.get, Sessions, OAuth sessions) end in HTTPAdapter.send, so the bound goes there,
+    and only for threads that set a deadline.
+    """
+    original = requests.adapters.HTTPAdapter.send
+    if getattr(original, "bounded_by_tcsync", False):
+        return
+
+    def send(self, request, **kwargs):
+        deadline = getattr(_io_deadline, "at", None)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise requests.exceptions.Timeout("the sync's time ran out", request=request)
+            kwargs["timeout"] = left
+        return original(self, request, **kwargs)
+
+    send.bounded_by_tcsync = True
+    requests.adapters.HTTPAdapter.send = send
+
+
+class Syncer:
+    """Runs syncs and checks one at a time, in background threads, recording each as a Run."""
+
+    def __init__(self, settings: Settings, store: Store, log: Log, clock: Callable[[], float] = time.time):
+        self.settings, self.store, self.log, self.clock = settings, store, log, clock
+        self._lock = threading.Lock()  # held from start() until the run's thread ends
+        self.current: Run | None = None
+        self.closed = False
+        self.started_at = clock()
+        self.consecutive_failures = 0
+        self.store.interrupt_running(self.started_at)
+        last_ok = store.last_run("ok")
+        self.last_success_at: float | None = last_ok and _parse_iso(last_ok["finished_at"])
+        self.last_run: dict | None = store.last_run()
+        self._captures = _Captures()
+        self._tc = None  # the tconnectsync namespace, once imported
+        self._clients = None  # (TConnectApi, NightscoutApi), created once
+
+    # starting and waiting
+    def start(self, trigger: str, kind: str = "sync", days: int = 1, pretend: bool = False,
+              features: tuple[str, ...] | None = None) -> tuple[Run | None, str | None]:
+        """Start a run in the background: (run, None), or (None, why not) with self.current set if busy."""
+        if self.closed:
+            return None, "the service is shutting down"
+        if self.settings.missing:
+            return None, "missing settings: " + ", ".join(self.settings.missing)
+        if not self._lock.acquire(blocking=False):
+            return None, "a sync is already running"
+        try:
+            now = self.clock()
+            run = Run(self.store.start_run(trigger, now), trigger, now)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.current = run
+        work = self._check if kind == "check" else self._sync
+        args = (run, days) if kind == "check" else (run, days, pretend, features or self.settings.features)
+        threading.Thread(target=self._execute, args=(run, work, args), name=f"run-{run.id}", daemon=True).start()
+        return run, None
+
+    def _execute(self, run: Run, work: Callable, args: tuple) -> None:
+        thread_id = threading.get_ident()
+        self._captures.by_thread[thread_id] = run.log
+        _io_deadline.at = time.monotonic() + self.settings.sync_timeout_secs
+        t0 = time.perf_counter()
+        try:
+            work(*args)
+            run.outcome = run.outcome if run.outcome != "running" else "ok"
+        except BaseException as e:  # a run ends as failed, whatever tconnectsync raised
+            run.outcome, run.error = "failed", self.describe(e)
+        finally:
+            _io_deadline.at = None
+            self._captures.by_thread.pop(thread_id, None)
+            run.finished_at = self.clock()
+            self.consecutive_failures = 0 if run.outcome == "ok" else self.consecutive_failures + 1
+            if run.outcome == "ok" and run.trigger != "check":
+                self.last_success_at = run.finished_at
+            self.last_run = run.as_json()
+            try:
+                self.store.finish_run(run)
+            except sqlite3.Error as e:
+                self.log("error", event="store.failed", run_id=run.id, error=str(e))
+            self.current = None
+            self._lock.release()
+            self.log(event="run.finished", run_id=run.id, trigger=run.trigger, outcome=run.outcome,
+                     uploaded=run.uploaded, ms=round((time.perf_counter() - t0) * 1000), error=run.error)
+            run.done.set()
+
+    # the work, in a run's thread
+    def _time_range(self, days: int) -> tuple[dt.datetime, dt.datetime]:
+        # Both ends, timezone-aware: tconnectsync mishandles one-sided or naive ranges.
+        end = dt.datetime.fromtimestamp(self.clock(), zoneinfo.ZoneInfo(self.settings.timezone_name))
+        return end - dt.timedelta(days=days), end
+
+    def _sync(self, run: Run, days: int, pretend: bool, features: tuple[str, ...]) -> None:
+        tc = self._tconnectsync()
+        tconnect, nightscout = self._get_clients()
+        start, end = self._time_range(days)
+        uploaded, last_seq = tc.run_oneshot(tconnect, nightscout, pretend, list(features), tc.secret,
+                                            time_start=start, time_end=end)
+        run.uploaded, run.last_event_seq = uploaded or 0, last_seq  # 0 uploaded is a success
+
+    def _check(self, run: Run, days: int) -> None:
+        tc = self._tconnectsync()
+        tconnect, _ = self._get_clients()
+        start, end = self._time_range(days)
+        real_stdout = sys.stdout
+        sys.stdout = _ThreadStdout(real_stdout, self._captures)
+        log_file = os.path.abspath("tconnectsync-check-output.log")
+        existed = os.path.exists(log_file)
+        try:
+            tc.check_login(tconnect, start, end)
+        except OSError:
+            pass  # it could not write its debug file; the verdict is already printed
+        finally:
+            sys.stdout = real_stdout
+            if not existed:  # keep its debug file (names, pump serials) out of the app's folder
+                try:
+                    os.remove(log_file)
+                except OSError:
+                    pass
+        output = "".join(run.log)
+        if "No API errors returned!" not in output:
+            run.outcome, run.error = "failed", "the login check found errors (see its output)"
+
+    def _tconnectsync(self):
+        """Import tconnectsync once, after our own checks, and bound its HTTP calls."""
+        if self._tc is None:
+            os.environ.setdefault("CACHE_CREDENTIALS", "false")
+            try:
+                import requests
+                from tconnectsync import secret
+                from tconnectsync.api import TConnectApi
+                from tconnectsync.check import check_login
+                from tconnectsync.nightscout import NightscoutApi
+                from tconnectsync.sync.tandemsource.heroku_helpers import run_oneshot
+            except SystemExit as e:
+                raise RuntimeError(f"tconnectsync refused its settings at import (exit {e.code})") from None
+            # check_login reads these from tconnectsync.secret; make them ours.
+            secret.TCONNECT_EMAIL, secret.TCONNECT_PASSWORD = self.settings.tconnect_email, self.settings.tconnect_password
+            secret.NS_URL, secret.NS_SECRET = self.settings.ns_url, self.settings.ns_secret
+            _bound_requests_io(requests)
+            logger = logging.getLogger("tconnectsync")
+            logger.setLevel(logging.INFO)  # DEBUG would log tokens
+            logger.propagate = False
+            logger.addHandler(_TconnectsyncLogHandler(self.log, self._captures))
+            self._tc = argparse.Namespace(requests=requests, secret=secret, TConnectApi=TConnectApi,
+                                          NightscoutApi=NightscoutApi, check_login=check_login,
+                                          run_oneshot=run_oneshot)
+        return self._tc
+
+    def _get_clients(self):
+        # One pair for the life of the process: Tandem sees one login per token lifetime.
+        if self._clients is None:
+            s, tc = self.settings, self._tc
+            self._clients = (tc.TConnectApi(s.tconnect_email, s.tconnect_password, s.tconnect_region),
+                             tc.NightscoutApi(s.ns_url, s.ns_secret))
+        return self._clients
+
+    def describe(self, error: BaseException) -> str:
+        """One redacted line saying what failed and where."""
+        requests = self._tc.requests if self._tc else None
+        text = f"{type(error).__name__}: {error}"
+        if requests and isinstance(error, requests.RequestException) and error.request is not None:
+            host = urllib.parse.urlsplit(error.request.url).netloc
+            side = "Nightscout" if host == urllib.parse.urlsplit(self.settings.ns_url).netloc else "Tandem Source"
+            if isinstance(error, requests.Timeout):
+                text = (f"{side} ({host}) did not answer within the sync's time limit "
+                        f"(TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS={self.settings.sync_timeout_secs:g})")
+            else:
+                text = f"could not reach {side} ({host}): {type(error).__name__}"
+        elif getattr(error, "status_code", None) == 401 and "login" in str(error).lower():
+            text = "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD"
+        return self.log.redact(" ".join(text.split()))[:500]
+
+    # shutdown
+    def close(self, deadline: float) -> Run | None:
+        """Refuse new runs, wait for the current one until deadline (monotonic); return it if unfinished."""
+        self.closed = True
+        run = self.current
+        if run and not run.done.wait(max(0.0, deadline - time.monotonic())):
+            self.store.interrupt_running(self.clock())
+            return run
+        return None
+
+
+def _parse_iso(text: str | None) -> float | None:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Timer: a threading.Timer chain; the next sync is an interval after the previous one finished.
+# ---------------------------------------------------------------------------------------------
+
+MAX_BACKOFF_SECS = 3600
+
+
+class SyncTimer:
+    """Periodic syncs without pile-up; waits longer after consecutive failures."""
+
+    def __init__(self, syncer: Syncer, interval_secs: float, log: Log):
+        self.syncer, self.interval, self.log = syncer, interval_secs, log
+        self.next_at: float | None = None  # wall clock, for the status page
+        self._timer: threading.Timer | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._schedule(min(5.0, self.interval))
+
+    def _schedule(self, delay: float) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self.next_at = time.time() + delay
+            self._timer = threading.Timer(delay, self._tick)
+            self._timer.name, self._timer.daemon = "sync-timer", True
+            self._timer.start()
+
+    def _tick(self) -> None:
+        run, why_not = self.syncer.start("timer")
+        if run:
+            run.done.wait()
+        elif not self._stopped:
+            self.log(event="timer.skipped", reason=why_not)
+        self._schedule(self.next_delay())
+
+    def next_delay(self) -> float:
+        """interval x 2^(failures-1) after consecutive failures, capped at an hour."""
+        failures = self.syncer.consecutive_failures
+        if not failures:
+            return self.interval
+        return max(self.interval, min(MAX_BACKOFF_SECS, self.interval * 2 ** min(failures - 1, 20)))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self.next_at = None
+            if self._timer:
+                self._timer.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# Auth and signatures: pure functions, no WSGI in them.
+# ---------------------------------------------------------------------------------------------
+
+def secret_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison; an unset expected secret matches nothing."""
+    return bool(expected) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                                  expected.encode("utf-8", "surrogateescape"))
+
+
+class Rejected(Exception):
+    """A request refused with a 4xx and a short stable reason."""
+
+    def __init__(self, status: int, reason: str, message: str = ""):
+        super().__init__(message or reason)
+        self.status, self.reason, self.message = status, reason, message or reason
+
+
+_jwt_decoders: dict = {}
+
+
+def _jwt_decoder(clock: Callable[[], float] | None):
+    """PyJWT's decode; with a clock, one whose exp/iat/nbf checks use it (PyJWT reads the wall clock)."""
+    if clock in _jwt_decoders:
+        return _jwt_decoders[clock]
+    import jwt  # 0.17 s with cryptography: paid at the first delivery, not at boot
+
+    if clock is None:
+        decoder = jwt.decode
+    else:
+        class ClockedJWT(jwt.PyJWT):
+            def _validate_iat(self, payload, now, leeway):
+                super()._validate_iat(payload, clock(), leeway)
+
+            def _validate_nbf(self, payload, now, leeway):
+                super()._validate_nbf(payload, clock(), leeway)
+
+            def _validate_exp(self, payload, now, leeway):
+                super()._validate_exp(payload, clock(), leeway)
+
+        decoder = ClockedJWT().decode
+    _jwt_decoders[clock] = decoder
+    return decoder
+
+
+JWT_REASONS = (  # PyJWT exception class name -> our stable reason (first match in the MRO wins)
+    ("InvalidAlgorithmError", "bad_algorithm"),
+    ("InvalidSignatureError", "bad_signature"),
+    ("ExpiredSignatureError", "expired"),
+    ("ImmatureSignatureError", "not_yet_valid"),
+    ("MissingRequiredClaimError", "missing_claim"),
+    ("DecodeError", "malformed_token"),
+)
+
+
+def _jwt_reason(error: Exception) -> str:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return next((reason for name, reason in JWT_REASONS if name in names), "bad_claims")
+
+
+def verify_delivery(body: bytes, token: str, secrets: tuple[str, ...],
+                    clock: Callable[[], float] | None = None) -> dict:
+    """Claims of a valid X-Dt-Signature for these exact body bytes; raises Rejected otherwise."""
+    decode = _jwt_decoder(clock)
+    claims = None
+    for secret in secrets:
+        try:
+            claims = decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "iat"]}, leeway=60)
+            break
+        except Exception as e:  # PyJWT 2.8 also leaks TypeError/ValueError/OverflowError on odd claims
+            reason = _jwt_reason(e)
+            if reason != "bad_signature":  # only a wrong secret is worth trying the previous one
+                raise Rejected(400, reason, f"signature token rejected: {reason}") from None
+    if claims is None:
+        raise Rejected(400, "bad_signature", "signature token rejected: bad_signature")
+    present = 0
+    for claim, digest in (("checksum", hashlib.sha1), ("checksum_sha256", hashlib.sha256)):
+        if claim not in claims:
+            continue
+        if not isinstance(claims[claim], str):
+            raise Rejected(400, "bad_checksum_claim", f"{claim} must be a hex string")
+        if not hmac.compare_digest(claims[claim].lower().encode("ascii", "replace"),
+                                   digest(body).hexdigest().encode()):
+            raise Rejected(400, "checksum_mismatch", f"{claim} does not match the body")
+        present += 1
+    if not present:
+        raise Rejected(400, "checksum_missing", "the token carries no checksum of the body")
+    return claims
+
+
+def parse_event(body: bytes) -> dict:
+    """The delivery's event object, checked for the fields we keep; raises Rejected."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Rejected(400, "bad_json", "the body is not JSON") from None
+    event = document.get("event") if isinstance(document, dict) else None
+    if not isinstance(event, dict) or not isinstance(event.get("eventId"), str) or not event["eventId"] \
+            or not isinstance(event.get("eventType"), str):
+        raise Rejected(400, "bad_event", "the body needs event.eventId and event.eventType strings")
+    for key in ("targetName", "timestamp"):
+        if not isinstance(event.get(key), (str, type(None))):
+            event[key] = json.dumps(event[key])
+    return event
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP: request, route table, handlers, HEAD once for all, the error boundary, the access log.
+# ---------------------------------------------------------------------------------------------
+
+MAX_FORM_BYTES = 64 * 1024
+MAX_DELIVERY_BYTES = 64 * 1024
+MAX_SIGNATURE_CHARS = 4096
+TRUE_WORDS = ("", "1", "true", "yes")
+
+
+@dataclasses.dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple = ()
+
+
+def json_response(status: int, document: Any, headers: tuple = ()) -> Response:
+    return Response(status, json.dumps(document).encode(), "application/json", headers)
+
+
+def text_response(status: int, text: str, headers: tuple = ()) -> Response:
+    return Response(status, text.encode("utf-8"), "text/plain; charset=utf-8", headers)
+
+
+class HTTPError(Exception):
+    """Raised by handlers for a 4xx; becomes a JSON answer with a message."""
+
+    def __init__(self, status: int, message: str, headers: tuple = ()):
+        super().__init__(message)
+        self.response = json_response(status, {"error": message}, headers)
+
+
+class Request:
+    """The bits of a WSGI environ our handlers use; the body is read at most once, bounded."""
+
+    def __init__(self, environ: dict):
+        self.environ = environ
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        self.path = environ.get("PATH_INFO", "") or "/"
+        self._params: dict[str, str] | None = None
+
+    def header(self, name: str) -> str | None:
+        key = name.upper().replace("-", "_")
+        return self.environ.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key)
+
+    def read_body(self, limit: int) -> bytes:
+        """Exactly Content-Length bytes; 411 without it, 413 over limit, 400 if the body is short."""
+        raw = (self.header("Content-Length") or "").strip()
+        if not raw:
+            raise Rejected(411, "length_required", "Content-Length is required")
+        if not raw.isdigit():
+            raise Rejected(400, "bad_content_length", "Content-Length must be a number")
+        length = int(raw)
+        if length > limit:
+            raise Rejected(413, "too_large", f"the body must be at most {limit} bytes")
+        body = self.environ["wsgi.input"].read(length) if length else b""
+        if len(body) != length:
+            raise Rejected(400, "short_body", "the body is shorter than Content-Length")
+        return body
+
+    def params(self) -> dict[str, str]:
+        """Query string plus a urlencoded form body, UTF-8; a repeated name is a 400."""
+        if self._params is None:
+            pairs = _parse_pairs(self.environ.get("QUERY_STRING", "").encode("latin-1"), "query string")
+            content_type = (self.header("Content-Type") or "").split(";")[0].strip().lower()
+            if self.method == "POST" and content_type == "application/x-www-form-urlencoded":
+                try:
+                    pairs += _parse_pairs(self.read_body(MAX_FORM_BYTES), "form body")
+                except Rejected as e:
+                    raise HTTPError(e.status, e.message) from None
+            params: dict[str, str] = {}
+            for name, value in pairs:
+                if name in params:
+                    raise HTTPError(400, f"parameter {name!r} was given more than once")
+                params[name] = value
+            self._params = params
+        return self._params
+
+
+def _parse_pairs(raw: bytes, where: str) -> list[tuple[str, str]]:
+    try:
+        pairs = urllib.parse.parse_qsl(raw, keep_blank_values=True, max_num_fields=50)
+        return [(k.decode("utf-8"), v.decode("utf-8")) for k, v in pairs]
+    except UnicodeDecodeError:
+        raise HTTPError(400, f"the {where} is not valid UTF-8") from None
+    except ValueError:
+        raise HTTPError(400, f"the {where} has too many parameters") from None
+
+
+def sync_options(params: dict[str, str], allowed: tuple[str, ...]) -> dict:
+    """days, pretend and features from request parameters; 400 naming the bad one."""
+    options: dict[str, Any] = {}
+    if "days" in params:
+        days = params["days"].strip()
+        if not (days.isdigit() and len(days) <= 2 and 1 <= int(days) <= 30):
+            raise HTTPError(400, f"days must be a whole number from 1 to 30, got {days[:40]!r}")
+        options["days"] = int(days)
+    if "pretend" in params:
+        word = params["pretend"].strip().lower()
+        if word not in TRUE_WORDS + ("0", "false", "no"):
+            raise HTTPError(400, f"pretend must be 1/true/yes or 0/false/no, got {word[:40]!r}")
+        options["pretend"] = word in TRUE_WORDS
+    if "features" in params:
+        try:
+            options["features"] = parse_features(params["features"], allowed)
+        except ValueError as e:
+            raise HTTPError(400, f"features: {str(e)[:300]}") from None
+    return options
+
+
+def check_params(params: dict[str, str], allowed: tuple[str, ...]) -> None:
+    for name in params:
+        if name not in allowed + ("secret",):
+            raise HTTPError(400, f"unknown parameter {name[:40]!r}; this route takes {', '.join(allowed) or 'none'}")
+
+
+def limit_param(params: dict[str, str]) -> int:
+    raw = params.get("limit", "50").strip()
+    if not (raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= 1000):
+        raise HTTPError(400, f"limit must be a whole number from 1 to 1000, got {raw[:40]!r}")
+    return int(raw)
+
+
+class App:
+    """The WSGI application: one route table, handlers returning Responses."""
+
+    def __init__(self, settings: Settings, store: Store, syncer: Syncer, log: Log,
+                 clock: Callable[[], float] = time.time, timer: SyncTimer | None = None,
+                 verify_clock: Callable[[], float] | None = None):
+        self.settings, self.store, self.syncer, self.log = settings, store, syncer, log
+        self.clock, self.timer, self.verify_clock = clock, timer, verify_clock
+        self.versions = _versions()
+        self._deliveries = 0
+        self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
+            "/": {"GET": self.status_page, "HEAD": self.status_page, "POST": self.receive_delivery},
+            "/healthz": {"GET": self.healthz, "HEAD": self.healthz},
+            "/run": {"GET": self.run, "HEAD": self.run, "POST": self.run},
+            "/update": {"GET": self.update, "POST": self.update},
+            "/check_login": {"GET": self.check_login, "POST": self.check_login},
+            "/runs": {"GET": self.runs, "HEAD": self.runs},
+            "/events": {"GET": self.events, "HEAD": self.events},
+        }
+
+    def __call__(self, environ, start_response):
+        return self.wsgi_app(environ, start_response)
+
+    def wsgi_app(self, environ, start_response):
+        """Route, answer, and log one line; HEAD drops the body here, for every route."""
+        t0 = time.perf_counter()
+        request = Request(environ)
+        try:
+            response = self.dispatch(request)
+        except HTTPError as e:
+            response = e.response
+        except Rejected as e:
+            response = json_response(e.status, {"error": e.reason, "message": e.message})
+        except Exception as e:  # the error boundary: log once, leak nothing
+            self.log("error", event="unhandled", method=request.method, path=request.path,
+                     error=f"{type(e).__name__}: {e}"[:300])
+            response = text_response(500, "Internal error; the service log has the details.\n")
+        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
+                   ("Cache-Control", "no-store"), *response.headers]
+        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
+        self.log(event="request", method=request.method, path=request.path, status=response.status,
+                 ms=round((time.perf_counter() - t0) * 1000, 1))
+        return [b"" if request.method == "HEAD" else response.body]
+
+    def dispatch(self, request: Request) -> Response:
+        methods = self.routes.get(request.path)
+        if methods is None:
+            raise HTTPError(404, f"no such page: {request.path[:100]}")
+        handler = methods.get(request.method)
+        if handler is None:
+            raise HTTPError(405, f"{request.method[:20]} is not allowed here",
+                            (("Allow", ", ".join(methods)),))
+        return handler(request)
+
+    # auth
+    def _given_secret(self, request: Request) -> str | None:
+        auth = request.header("Authorization") or ""
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip()
+        return request.params().get("secret")
+
+    def authorize(self, request: Request) -> None:
+        if not self.settings.secret:
+            raise HTTPError(403, "This route is disabled: set TCONNECTSYNC_HEROKU_SECRET to enable it.")
+        given = self._given_secret(request)
+        if given is None:
+            raise HTTPError(401, "Send the secret as 'Authorization: Bearer <secret>' (or ?secret=).",
+                            (("WWW-Authenticate", 'Bearer realm="tcsync"'),))
+        if not secret_matches(given, self.settings.secret):
+            raise HTTPError(403, "The secret is wrong.")
+
+    def _is_authorized(self, request: Request) -> bool:
+        try:
+            self.authorize(request)
+            return True
+        except HTTPError:
+            return False
+
+    # sync routes
+    def run(self, request: Request) -> Response:
+        self.authorize(request)
+        check_params(request.params(), ("days", "pretend", "features"))
+        run, why_not = self.syncer.start("run", **sync_options(request.params(), self.settings.allowed_features))
+        if run:
+            return json_response(202, {"started": True, "run_id": run.id})
+        return self._not_started(why_not)
+
+    def _not_started(self, why_not: str) -> Response:
+        busy = self.syncer.current
+        if why_not == "a sync is already running" and busy:
+            return json_response(202, {"started": False, "reason": why_not, "run_id": busy.id})
+        return json_response(503, {"started": False, "reason": why_not})
+
+    def _run_and_wait(self, request: Request, kind: str, allowed: tuple[str, ...]) -> Response:
+        self.authorize(request)
+        check_params(request.params(), allowed)
+        options = sync_options(request.params(), self.settings.allowed_features)
+        run, why_not = self.syncer.start(kind if kind == "check" else "update", kind, **options)
+        if not run:
+            status = 409 if why_not == "a sync is already running" else 503
+            return text_response(status, f"Not started: {why_not}.\n")
+        run.done.wait()
+        summary = f"\n{kind} {run.outcome}" + (f": {run.error}" if run.error else "") + "\n"
+        return text_response(200 if run.outcome == "ok" else 502, "".join(run.log) + summary)
+
+    def update(self, request: Request) -> Response:
+        return self._run_and_wait(request, "sync", ("days", "pretend", "features"))
+
+    def check_login(self, request: Request) -> Response:
+        return self._run_and_wait(request, "check", ("days",))
+
+    def runs(self, request: Request) -> Response:
+        self.authorize(request)
+        check_params(request.params(), ("limit",))
+        return json_response(200, {"runs": self.store.runs(limit_param(request.params()))})
+
+    def events(self, request: Request) -> Response:
+        self.authorize(request)
+        check_params(request.params(), ("limit", "type"))
+        params = request.params()
+        return json_response(200, {"events": self.store.events(limit_param(params), params.get("type"))})
+
+    # public routes
+    def health(self) -> tuple[str, float | None]:
+        """("ok" | "stale" | "idle", last success time)."""
+        syncer, now = self.syncer, self.clock()
+        last_ok = syncer.last_success_at
+        expected = self.timer is not None or syncer.last_run is not None
+        since = last_ok if last_ok is not None else syncer.started_at
+        if expected and now - since > self.settings.stale_mins * 60:
+            return "stale", last_ok
+        return ("ok" if last_ok is not None else "idle"), last_ok
+
+    def healthz(self, request: Request) -> Response:
+        status, last_ok = self.health()
+        return json_response(503 if status == "stale" else 200,
+                             {"status": status, "last_success_at": iso(last_ok), "last_run": self.syncer.last_run})
+
+    def status_page(self, request: Request) -> Response:
+        return Response(200, render_status(self, show_runs=self._is_authorized(request)).encode(),
+                        "text/html; charset=utf-8")
+
+    # the Data Connector receiver
+    def receive_delivery(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        if not self.settings.dt_secrets:
+            raise Rejected(403, "not_configured", "Set DT_SIGNATURE_SECRET to receive Data Connector events.")
+        body = request.read_body(MAX_DELIVERY_BYTES)
+        token = request.header("X-Dt-Signature")
+        if not token:
+            raise Rejected(400, "missing_signature", "the X-Dt-Signature header is required")
+        if "," in token:
+            raise Rejected(400, "multiple_signatures", "X-Dt-Signature must be given once")
+        if len(token) > MAX_SIGNATURE_CHARS:
+            raise Rejected(400, "signature_too_long", "X-Dt-Signature is too long")
+        verify_delivery(body, token, self.settings.dt_secrets, self.verify_clock)
+        event = parse_event(body)
+        now = self.clock()
+        try:
+            duplicate = self.store.add_event(event["eventId"], event["eventType"], event.get("targetName"),
+                                             event.get("timestamp"), now, body)
+        except sqlite3.Error as e:
+            self.log("error", event="delivery.store_failed", error=str(e)[:200])
+            raise Rejected(503, "store_unavailable", "the event could not be stored; retry later") from None
+        self._deliveries += 1
+        if self._deliveries % 1000 == 1:
+            self.store.prune_events(now)
+        self.log(event="delivery", event_id=event["eventId"], type=event["eventType"],
+                 target=event.get("targetName"), duplicate=duplicate, ms=round((time.perf_counter() - t0) * 1000, 1))
+        return json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
+
+
+def _versions() -> str:
+    found = []
+    for name in ("tconnectsync", "waitress", "PyJWT"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return f"tcsync_wsgi {__version__}, " + ", ".join(found) + f", Python {sys.version.split()[0]}"
+
+
+def render_status(app: App, show_runs: bool) -> str:
+    """The status page: state, times, versions, missing settings; runs only with the secret."""
+    s, syncer, e = app.settings, app.syncer, html.escape
+    health, last_ok = app.health()
+    if s.missing:
+        state = "not configured"
+    elif health == "stale" or (syncer.last_run or {}).get("outcome") == "failed":
+        state = "failing"
+    else:
+        state = "ok"
+    if app.timer and app.timer.next_at:
+        next_sync = iso(app.timer.next_at)
+    elif app.timer:
+        next_sync = "after the current sync"
+    else:
+        next_sync = "no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS is unset or 0): syncs run when /run is called"
+    rows = [("State", state), ("Last successful sync", iso(last_ok) or "none yet"), ("Next scheduled sync", next_sync)]
+    if syncer.current:
+        rows.append(("Running now", f"run {syncer.current.id} ({syncer.current.trigger})"))
+    if s.missing:
+        rows.append(("Missing settings", ", ".join(s.missing)))
+    if s.dt_secrets:
+        count, last = app.store.event_summary(app.clock() - 86400)
+        rows.append(("Data Connector receiver", f"configured; {count} events in the last 24 h; "
+                                                f"last at {iso(last) or 'never'}"))
+    else:
+        rows.append(("Data Connector receiver", "not configured (set DT_SIGNATURE_SECRET)"))
+    rows.append(("Versions", app.versions))
+    table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    runs = ""
+    if show_runs:
+        items = "".join(f"<tr><td>{r['id']}</td><td>{e(r['trigger'])}</td><td>{r['started_at']}</td>"
+                        f"<td>{e(r['outcome'])}</td><td>{r['uploaded']}</td><td>{e(r['error'] or '')}</td></tr>"
+                        for r in app.store.runs(20))
+        runs = ("<h2>Recent runs</h2><table><tr><th>id</th><th>trigger</th><th>started</th><th>outcome</th>"
+                f"<th>uploaded</th><th>error</th></tr>{items}</table>")
+    return ("<!doctype html><html><head><meta charset=utf-8><title>tcsync: " + e(state) + "</title></head>"
+            f"<body><h1>tconnectsync service: {e(state)}</h1><table>{table}</table>{runs}</body></html>")
+
+
+# ---------------------------------------------------------------------------------------------
+# Main: the app factory, the CLI, waitress and signals.
+# ---------------------------------------------------------------------------------------------
+
+SHUTDOWN_GRACE_SECS = 25
+
+
+def create_app(settings: Settings, store: Store | None = None, syncer: Syncer | None = None,
+               clock: Callable[[], float] | None = None, log: Log | None = None,
+               timer: bool = False, verify_clock: Callable[[], float] | None = None) -> App:
+    """Build the service from its parts; tests pass their own store, clock or log writer."""
+    clock = clock or time.time
+    log = log or Log()
+    log.redact = Redactor(settings.secret_values())
+    store = store or Store(settings.db_path)
+    syncer = syncer or Syncer(settings, store, log, clock)
+    sync_timer = None
+    if timer and settings.interval_mins > 0 and not settings.missing:
+        sync_timer = SyncTimer(syncer, settings.interval_mins * 60, log)
+    return App(settings, store, syncer, log, clock, sync_timer, verify_clock)
+
+
+def _cli_run(app: App, kind: str, args) -> int:
+    options = {} if kind == "check" else {"pretend": args.pretend,
+                                          "features": args.features and tuple(args.features)}
+    run, why_not = app.syncer.start("cli", kind, days=args.days, **options)
+    if not run:
+        print(f"tcsync_wsgi: not started: {why_not}", file=sys.stderr)
+        return 2 if app.settings.missing else 1
+    run.done.wait()
+    if kind == "check":
+        sys.stdout.write("".join(run.log))
+    print(f"{kind} {run.outcome}: uploaded {run.uploaded}" + (f"; {run.error}" if run.error else ""))
+    return 0 if run.outcome == "ok" else 1
+
+
+def serve(app: App) -> int:
+    """Serve until SIGTERM/SIGINT, then stop cleanly within Heroku's 30 s."""
+    import waitress
+
+    server = waitress.create_server(app, host=app.settings.host, port=app.settings.port, ident="tcsync_wsgi",
+                                    max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True)
+    stopping_at: list[float] = []
+
+    def on_signal(signum, frame):
+        if stopping_at:
+            return
+        stopping_at.append(time.monotonic())
+        if app.timer:
+            app.timer.stop()
+        app.syncer.closed = True
+        raise SystemExit(0)  # waitress.run() catches it and stops its workers
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    app.log(event="start", version=__version__, host=app.settings.host, port=server.effective_port,
+            timer_mins=app.settings.interval_mins if app.timer else 0,
+            missing=",".join(app.settings.missing) or None)
+    if app.timer:
+        app.timer.start()
+    server.run()
+    unfinished = app.syncer.close(stopping_at[0] + SHUTDOWN_GRACE_SECS if stopping_at else time.monotonic())
+    if unfinished:
+        app.log("warn", event="run.interrupted", run_id=unfinished.id)
+    server.close()
+    app.store.close()
+    app.log(event="stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`serve` (default), `sync [--days N] [--pretend] [--features A,B]`, or `check`."""
+    parser = argparse.ArgumentParser(prog="tcsync_wsgi.py", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb")
+    verbs.add_parser("serve", help="serve the web app (the default)")
+    sync = verbs.add_parser("sync", help="one sync, for cron: exit 0 ok, 1 failed, 2 bad configuration")
+    check = verbs.add_parser("check", help="tconnectsync's login check: exit 0 ok, 1 errors, 2 bad configuration")
+    for sub in (sync, check):
+        sub.add_argument("--days", type=int, default=1, choices=range(1, 31), metavar="N (1-30)")
+    sync.add_argument("--pretend", action="store_true", help="read from Tandem, upload nothing")
+    sync.add_argument("--features", type=lambda raw: parse_features(raw, ALL_FEATURES + TESTING_FEATURES),
+                      help="comma list of tconnectsync features")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        print(f"tcsync_wsgi: cannot start: {e}", file=sys.stderr)
+        return 2
+    try:
+        store = Store(settings.db_path)
+    except (sqlite3.Error, OSError) as e:
+        print(f"tcsync_wsgi: cannot use the database {settings.db_path}: {e} (set TCONNECTSYNC_HEROKU_DB)",
+              file=sys.stderr)
+        return 2
+    app = create_app(settings, store=store, timer=args.verb in (None, "serve"))
+    if args.verb in ("sync", "check"):
+        if settings.missing:
+            print(f"tcsync_wsgi: missing settings: {', '.join(settings.missing)}", file=sys.stderr)
+            return 2
+        return _cli_run(app, args.verb, args)
+    return serve(app)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
