@@ -70,6 +70,7 @@ class _FakeServer:
 
     def __init__(self):
         self.mode = "ok"
+        self.delay_secs = 0.0  # answer this much later (a slow upstream)
         self.requests_seen = []
         self._lock = threading.Lock()
         self._released = threading.Event()
@@ -85,6 +86,8 @@ class _FakeServer:
         split = urlsplit(handler.path)
         with self._lock:
             self.requests_seen.append((handler.command, handler.path))
+        if self.delay_secs:
+            self._released.wait(self.delay_secs)
         if self.mode == "stall":
             self._released.wait()
             handler.close_connection = True
@@ -156,12 +159,7 @@ class FakeTandem(_FakeServer):
 
     def point_tconnectsync_here(self) -> None:
         """Point tconnectsync's TandemSourceApi (both regions) at this fake."""
-        from tconnectsync.api.tandemsource import TandemSourceApi
-
-        urls = self.urls()
-        TandemSourceApi.LOGIN_PAGE_URL = urls.pop("LOGIN_PAGE_URL")
-        TandemSourceApi._US_URLS.update(urls)
-        TandemSourceApi._EU_URLS.update(urls)
+        point_tconnectsync_at(self.urls())
 
     def _route(self, method, path, query, headers, body):
         """Serve the login flow and the BFF data endpoints."""
@@ -264,6 +262,24 @@ class FakeTandem(_FakeServer):
         if kind == "pump-logs" and any(p["assignmentId"] == ident for p in self.pumper["pumps"]):
             return 200, {"events": events, "clockChanges": []}, {}
         return 404, {"error": "not found"}, {}
+
+
+def point_tconnectsync_at(urls: dict) -> None:
+    """Point tconnectsync's TandemSourceApi (both regions) at these URLs (FakeTandem.urls())."""
+    from tconnectsync.api.tandemsource import TandemSourceApi
+
+    urls = dict(urls)
+    TandemSourceApi.LOGIN_PAGE_URL = urls.pop("LOGIN_PAGE_URL")
+    TandemSourceApi._US_URLS.update(urls)
+    TandemSourceApi._EU_URLS.update(urls)
+
+
+def run_service(urls_json: str, argv: list) -> int:
+    """Entry point for tests that run the service as a process against a FakeTandem."""
+    point_tconnectsync_at(json.loads(urls_json))
+    import tcsync_wsgi
+
+    return tcsync_wsgi.main(argv)
 
 
 class FakeNightscout(_FakeServer):

@@ -44,7 +44,6 @@ ALL_FEATURES = ("BASAL", "BOLUS", "IOB", "PUMP_EVENTS", "PUMP_EVENTS_BASAL_SUSPE
 TESTING_FEATURES = ("BOLUS_BG",)  # tconnectsync adds these when ENABLE_TESTING_MODES is true
 DEFAULT_FEATURES = ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
 REQUIRED_FOR_SYNC = ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET")
-FALSE_WORDS = ("", "0", "false", "no", "off")
 
 
 class SettingsError(Exception):
@@ -328,7 +327,9 @@ def logfmt(**fields: Any) -> str:
     """key=value pairs on one line; values with spaces or quotes are quoted."""
     parts = []
     for key, value in fields.items():
-        text = "" if value is None else str(value)
+        if value is None:
+            continue
+        text = str(value)
         if not text or re.search(r'[\s="\\]', text) or not text.isprintable():
             text = json.dumps(text)
         parts.append(f"{key}={text}")
@@ -568,8 +569,9 @@ class Syncer:
             except SystemExit as e:
                 raise RuntimeError(f"tconnectsync refused its settings at import (exit {e.code})") from None
             # check_login reads these from tconnectsync.secret; make them ours.
-            secret.TCONNECT_EMAIL, secret.TCONNECT_PASSWORD = self.settings.tconnect_email, self.settings.tconnect_password
-            secret.NS_URL, secret.NS_SECRET = self.settings.ns_url, self.settings.ns_secret
+            s = self.settings
+            secret.TCONNECT_EMAIL, secret.TCONNECT_PASSWORD = s.tconnect_email, s.tconnect_password
+            secret.NS_URL, secret.NS_SECRET = s.ns_url, s.ns_secret
             _bound_requests_io(requests)
             logger = logging.getLogger("tconnectsync")
             logger.setLevel(logging.INFO)  # DEBUG would log tokens
@@ -784,7 +786,8 @@ def parse_event(body: bytes) -> dict:
 MAX_FORM_BYTES = 64 * 1024
 MAX_DELIVERY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 4096
-TRUE_WORDS = ("", "1", "true", "yes")
+TRUE_WORDS = ("", "1", "true", "yes")  # a bare ?pretend means true
+FALSE_WORDS = ("0", "false", "no")
 
 
 @dataclasses.dataclass
@@ -878,7 +881,7 @@ def sync_options(params: dict[str, str], allowed: tuple[str, ...]) -> dict:
         options["days"] = int(days)
     if "pretend" in params:
         word = params["pretend"].strip().lower()
-        if word not in TRUE_WORDS + ("0", "false", "no"):
+        if word not in (*TRUE_WORDS, *FALSE_WORDS):
             raise HTTPError(400, f"pretend must be 1/true/yes or 0/false/no, got {word[:40]!r}")
         options["pretend"] = word in TRUE_WORDS
     if "features" in params:
@@ -891,7 +894,7 @@ def sync_options(params: dict[str, str], allowed: tuple[str, ...]) -> dict:
 
 def check_params(params: dict[str, str], allowed: tuple[str, ...]) -> None:
     for name in params:
-        if name not in allowed + ("secret",):
+        if name not in (*allowed, "secret"):
             raise HTTPError(400, f"unknown parameter {name[:40]!r}; this route takes {', '.join(allowed) or 'none'}")
 
 
