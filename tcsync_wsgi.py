@@ -340,7 +340,7 @@ class Log:
     """Writes whole lines to stdout with one os.write each: no buffering, no flush per line."""
 
     def __init__(self, write: Callable[[str], Any] | None = None, redact: Callable[[str], str] = str):
-        self._write = write or (lambda line: os.write(1, line.encode("utf-8", "replace")))
+        self._write = write if write is not None else (lambda line: os.write(1, line.encode("utf-8", "replace")))
         self.redact = redact
 
     def line(self, text: str) -> None:
@@ -863,9 +863,9 @@ class Request:
 
 def _parse_pairs(raw: bytes, where: str) -> list[tuple[str, str]]:
     try:
-        pairs = urllib.parse.parse_qsl(raw, keep_blank_values=True, max_num_fields=50)
-        return [(k.decode("utf-8"), v.decode("utf-8")) for k, v in pairs]
-    except UnicodeDecodeError:
+        return urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=50,
+                                      encoding="utf-8", errors="strict")
+    except UnicodeError:
         raise HTTPError(400, f"the {where} is not valid UTF-8") from None
     except ValueError:
         raise HTTPError(400, f"the {where} has too many parameters") from None

@@ -1,0 +1,134 @@
+"""Shared test setup: tconnectsync's environment, loopback fakes, the service on real waitress."""
+
+import contextlib
+import http.client
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+# tconnectsync reads its settings once, at import: harmless ones before any test imports it.
+for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+    os.environ.pop(name, None)
+os.environ.update(CACHE_CREDENTIALS="false", NO_PROXY="127.0.0.1,localhost", TIMEZONE_NAME="America/New_York",
+                  TCONNECT_REGION="US")
+
+import fakes  # noqa: E402
+import tcsync_wsgi  # noqa: E402
+
+SHARED = Path(os.environ.get("TCSYNC_SHARED_DIR", Path(__file__).resolve().parent.parent / "shared"))
+PASSWORD = "right-password-Zq81"
+NS_SECRET = "ns-secret-value-1234"
+SERVICE_SECRET = "service-secret-8c1f2e"
+DT_SECRET = "test-secret"
+# The fixture's window: its expected treatments are for a sync that ends here.
+FIXTURE_NOW = 1778127072.0  # 2026-05-07T00:11:12-04:00
+
+
+def load_fixture(name: str) -> dict:
+    return json.loads((SHARED / "fixtures" / name).read_text())
+
+
+@pytest.fixture
+def basal_fixture():
+    return load_fixture("tandem_source_basal.json")
+
+
+@pytest.fixture
+def tandem(basal_fixture):
+    fake = fakes.FakeTandem(basal_fixture, password=PASSWORD)
+    fake.point_tconnectsync_here()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def nightscout():
+    fake = fakes.FakeNightscout(api_secret=NS_SECRET)
+    yield fake
+    fake.close()
+
+
+def service_env(tandem, nightscout, db_path, **extra) -> dict:
+    """The environment a user would set, pointing at the fakes."""
+    env = {
+        "TCONNECT_EMAIL": tandem.email, "TCONNECT_PASSWORD": PASSWORD,
+        "NS_URL": nightscout.url, "NS_SECRET": NS_SECRET,
+        "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET, "TCONNECTSYNC_HEROKU_DB": str(db_path),
+        "DT_SIGNATURE_SECRET": DT_SECRET,
+    }
+    env.update(extra)
+    return env
+
+
+class LogLines(list):
+    """Captures the service's log lines (the Log writer)."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+    def events(self, event: str) -> list[str]:
+        return [line for line in self if f"event={event} " in line or line.endswith(f"event={event}\n")]
+
+
+@pytest.fixture
+def make_app(tandem, nightscout, tmp_path):
+    """create_app with fakes configured; returns (app, log lines)."""
+    apps = []
+
+    def make(clock=None, timer=False, **extra):
+        log = LogLines()
+        settings = tcsync_wsgi.load_settings(service_env(tandem, nightscout, tmp_path / "tcsync.sqlite3", **extra))
+        app = tcsync_wsgi.create_app(settings, clock=clock, log=tcsync_wsgi.Log(log), timer=timer)
+        apps.append(app)
+        return app, log
+
+    yield make
+    for app in apps:
+        if app.timer:
+            app.timer.stop()
+        app.syncer.close(time.monotonic() + 30)
+
+
+@contextlib.contextmanager
+def served(app):
+    """The app on real waitress on 127.0.0.1; yields (host, port)."""
+    import waitress
+
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="tcsync_wsgi")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", server.effective_port
+    finally:
+        server.task_dispatcher.shutdown(timeout=1)
+        server.close()
+
+
+def request(address, method, path, headers=None, body=None, timeout=30):
+    """One HTTP request on a new connection; returns (status, headers dict, body bytes)."""
+    conn = http.client.HTTPConnection(*address, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def bearer(secret=SERVICE_SECRET) -> dict:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def wait_for(predicate, timeout=20.0, interval=0.02):
+    """Poll until predicate() is truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"not true within {timeout} s: {predicate}")

@@ -1,0 +1,316 @@
+"""In-process tests: settings, store, auth, routes and parameters through wsgiref.validate."""
+
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+import wsgiref.util
+import wsgiref.validate
+
+import pytest
+from conftest import NS_SECRET, PASSWORD, SERVICE_SECRET, LogLines, service_env
+
+import tcsync_wsgi
+from tcsync_wsgi import SettingsError, load_settings
+
+
+def call(app, method="GET", path="/", query="", headers=None, body=b""):
+    """Drive the app through wsgiref.validate; returns (status int, headers dict, body bytes)."""
+    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query}
+    wsgiref.util.setup_testing_defaults(environ)
+    environ["wsgi.input"] = io.BytesIO(body)
+    if body:
+        environ["CONTENT_LENGTH"] = str(len(body))
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key] = value
+    seen = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(response_headers)
+
+    result = wsgiref.validate.validator(app)(environ, start_response)
+    try:
+        data = b"".join(result)
+    finally:
+        result.close()
+    return seen["status"], seen["headers"], data
+
+
+def auth(secret=SERVICE_SECRET):
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()[0]
+
+
+# Settings ------------------------------------------------------------------------------------
+
+def test_defaults_with_nothing_set_list_every_missing_sync_setting():
+    s = load_settings({})
+    assert s.missing == ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET")
+    assert (s.interval_mins, s.stale_mins, s.sync_timeout_secs, s.port, s.host) == (0, 60, 120, 5000, "0.0.0.0")
+    assert s.features == ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
+    assert s.db_path.endswith("tcsync.sqlite3")
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "abc"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
+    ({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "-1"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
+    ({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "nan"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
+    ({"TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS": "0"}, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS must be a number"),
+    ({"TCONNECTSYNC_HEROKU_FEATURES": "BASAL,NOPE"}, "unknown feature NOPE"),
+    ({"TCONNECT_REGION": "eu"}, "TCONNECT_REGION must be US or EU"),
+    ({"PUMP_SERIAL_NUMBER": "abc"}, "PUMP_SERIAL_NUMBER must be"),
+    ({"TIMEZONE_NAME": "Mars/Olympus"}, "TIMEZONE_NAME must be a time zone"),
+    ({"CACHE_CREDENTIALS": "true"}, "CACHE_CREDENTIALS=true breaks"),
+    ({"NS_URL": "my.nightscout.example"}, "NS_URL must start with https://"),
+    ({"PORT": "http"}, "PORT must be a TCP port"),
+])
+def test_each_bad_setting_is_named(env, needle):
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env)
+    assert needle in str(raised.value)
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "x", "TCONNECT_REGION": "eu"})
+    assert len(raised.value.problems) == 2
+
+
+def test_settings_parse_and_derive():
+    s = load_settings({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "30", "PORT": "8080", "LISTEN_PORT": "9",
+                       "TCONNECTSYNC_HEROKU_FEATURES": "basal, bolus", "NS_URL": "https://ns.example/sub",
+                       "API_SECRET": "from-api-secret"})
+    assert (s.interval_mins, s.stale_mins, s.port) == (30, 90, 8080)
+    assert s.features == ("BASAL", "BOLUS")
+    assert s.ns_url == "https://ns.example/sub/"
+    assert s.ns_secret == "from-api-secret"
+
+
+def test_settings_repr_holds_no_secret():
+    s = load_settings({"TCONNECT_PASSWORD": PASSWORD, "NS_SECRET": NS_SECRET,
+                       "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET, "DT_SIGNATURE_SECRET": "dt-1"})
+    assert not any(v in repr(s) for v in (PASSWORD, NS_SECRET, SERVICE_SECRET, "dt-1"))
+
+
+def test_our_feature_list_is_tconnectsyncs():
+    from tconnectsync.features import ALL_FEATURES, DEFAULT_FEATURES
+
+    assert tcsync_wsgi.ALL_FEATURES == tuple(ALL_FEATURES)
+    assert tcsync_wsgi.DEFAULT_FEATURES == tuple(DEFAULT_FEATURES)
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "abc"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
+    ({"TCONNECTSYNC_HEROKU_DB": "/proc/no/such/dir/x.sqlite3"}, "cannot use the database /proc/no/such/dir/x.sqlite3"),
+])
+def test_bad_configuration_stops_the_process_with_status_2_and_one_line(tmp_path, env, needle):
+    done = subprocess.run([sys.executable, tcsync_wsgi.__file__], env={"PATH": "/usr/bin:/bin", **env},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert needle in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+# Store ---------------------------------------------------------------------------------------
+
+def test_a_run_left_running_by_a_killed_process_is_interrupted_at_next_start(tmp_path):
+    store = tcsync_wsgi.Store(str(tmp_path / "db"))
+    run_id = store.start_run("timer", 1000.0)
+    store.close()
+    settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db")})
+    app = tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines()))
+    [row] = app.store.runs(10)
+    assert (row["id"], row["outcome"]) == (run_id, "interrupted")
+    assert app.store.path == str(tmp_path / "db")
+
+
+def test_store_keeps_the_newest_1000_runs(tmp_path):
+    store = tcsync_wsgi.Store(str(tmp_path / "db"))
+    for i in range(1005):
+        store.start_run("run", float(i))
+    runs = store.runs(1000)
+    assert len(runs) == 1000
+    assert (runs[0]["id"], runs[-1]["id"]) == (1005, 6)
+
+
+def test_store_uses_wal(tmp_path):
+    tcsync_wsgi.Store(str(tmp_path / "db"))
+    assert sqlite3.connect(tmp_path / "db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# Auth, redaction -----------------------------------------------------------------------------
+
+def test_secret_matches():
+    assert tcsync_wsgi.secret_matches("abc", "abc")
+    assert not tcsync_wsgi.secret_matches("abd", "abc")
+    assert not tcsync_wsgi.secret_matches("", "")
+    assert not tcsync_wsgi.secret_matches("é" * 3, "abc")
+
+
+def test_redactor_hides_secrets_their_sha1_and_api_secret_values():
+    import hashlib
+
+    sha1 = hashlib.sha1(NS_SECRET.encode()).hexdigest()
+    redact = tcsync_wsgi.Redactor([NS_SECRET, sha1, PASSWORD])
+    text = redact(f"url=http://x/api/v1/treatments?api_secret=other&x=1 {sha1} {PASSWORD} {NS_SECRET}")
+    assert text == "url=http://x/api/v1/treatments?api_secret=[redacted]&x=1 [redacted] [redacted] [redacted]"
+
+
+# Routes --------------------------------------------------------------------------------------
+
+def test_status_page_is_public_html_without_runs(app):
+    status, headers, body = call(app)
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert b"tconnectsync service: ok" in body
+    assert b"Recent runs" not in body
+    assert b"no timer" in body
+
+
+def test_status_page_names_missing_settings(tmp_path):
+    settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), "TCONNECT_EMAIL": "a@b.c"})
+    app = tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines()))
+    status, _, body = call(app)
+    assert status == 200
+    assert b"not configured" in body
+    assert b"TCONNECT_PASSWORD, NS_URL, NS_SECRET" in body
+
+
+def test_status_page_with_the_secret_shows_runs(app):
+    app.store.start_run("run", 1.0)
+    status, _, body = call(app, headers=auth())
+    assert status == 200 and b"Recent runs" in body
+
+
+def test_head_answers_like_get_with_exact_length_and_no_body(app):
+    for path in ("/", "/healthz"):
+        get = call(app, "GET", path)
+        head = call(app, "HEAD", path)
+        assert head[0] == get[0]
+        assert head[1]["Content-Length"] == str(len(get[2])) and head[2] == b""
+
+
+def test_healthz_idle_before_any_sync(app):
+    status, headers, body = call(app, path="/healthz")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"status": "idle", "last_success_at": None, "last_run": None}
+
+
+def test_healthz_stale_once_the_threshold_passes_with_no_success(make_app):
+    now = [1_000_000.0]
+    app, _ = make_app(clock=lambda: now[0], TCONNECTSYNC_HEROKU_INTERVAL_MINS="5", timer=True)
+    assert json.loads(call(app, path="/healthz")[2])["status"] == "idle"
+    now[0] += 60 * 60 + 1  # the default stale threshold: max(60, 3 x 5) minutes
+    status, _, body = call(app, path="/healthz")
+    assert status == 503 and json.loads(body)["status"] == "stale"
+
+
+def test_unknown_path_404_and_wrong_method_405_with_allow(app):
+    assert call(app, path="/nope")[0] == 404
+    status, headers, _ = call(app, "DELETE", "/run")
+    assert status == 405 and headers["Allow"] == "GET, HEAD, POST"
+    status, headers, _ = call(app, "PUT", "/")
+    assert status == 405 and headers["Allow"] == "GET, HEAD, POST"
+    assert call(app, "HEAD", "/update")[0] == 405
+
+
+@pytest.mark.parametrize("path", ["/run", "/update", "/check_login", "/runs", "/events"])
+def test_guarded_routes_need_the_secret(app, path):
+    status, headers, body = call(app, path=path)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, body = call(app, path=path, headers=auth("wrong"))
+    assert status == 403 and json.loads(body) == {"error": "The secret is wrong."}
+    status, _, body = call(app, path=path, query="secret=wrong")
+    assert status == 403
+
+
+@pytest.mark.parametrize("path", ["/run", "/update", "/check_login", "/runs", "/events"])
+def test_guarded_routes_are_disabled_without_a_configured_secret(make_app, path):
+    app, _ = make_app(TCONNECTSYNC_HEROKU_SECRET="")
+    status, _, body = call(app, path=path, headers=auth(""))
+    assert status == 403 and b"TCONNECTSYNC_HEROKU_SECRET" in body
+
+
+def test_secret_accepted_as_bearer_query_or_form(app):
+    assert call(app, path="/runs", headers=auth())[0] == 200
+    assert call(app, path="/runs", query=f"secret={SERVICE_SECRET}")[0] == 200
+    form = f"secret={SERVICE_SECRET}&days=2&pretend=1".encode()
+    status, _, body = call(app, "POST", "/run", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                           body=form)
+    assert status == 202 and json.loads(body)["started"] is True
+
+
+@pytest.mark.parametrize(("query", "needle"), [
+    ("days=0", "days must be a whole number from 1 to 30"),
+    ("days=31", "days must be"),
+    ("days=abc", "days must be"),
+    ("days=99999999999999999999", "days must be"),
+    ("days=1&days=2", "parameter 'days' was given more than once"),
+    ("pretend=maybe", "pretend must be"),
+    ("features=BASAL,NOPE", "unknown feature NOPE"),
+    ("colour=red", "unknown parameter 'colour'"),
+    ("days=%FF", "not valid UTF-8"),
+])
+def test_bad_parameters_are_400_naming_the_parameter(app, query, needle):
+    for path in ("/run", "/update"):
+        status, _, body = call(app, path=path, query=query, headers=auth())
+        assert status == 400, (path, query)
+        assert needle in json.loads(body)["error"]
+    assert app.store.runs(10) == []
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=-1", "limit=1001", "limit=x", "verbose=1"])
+def test_bad_runs_parameters_are_400(app, query):
+    assert call(app, path="/runs", query=query, headers=auth())[0] == 400
+
+
+def test_runs_lists_newest_first_with_every_field(app):
+    app.store.start_run("run", 1.0)
+    app.store.start_run("timer", 2.0)
+    status, _, body = call(app, path="/runs", query="limit=1", headers=auth())
+    assert status == 200
+    assert json.loads(body) == {"runs": [{
+        "id": 2, "trigger": "timer", "started_at": "1970-01-01T00:00:02Z", "finished_at": None,
+        "outcome": "running", "uploaded": 0, "last_event_seq": None, "error": None, "duration_ms": None}]}
+
+
+def test_sync_routes_refuse_when_settings_are_missing(tmp_path):
+    settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"),
+                              "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET})
+    app = tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines()))
+    status, _, body = call(app, path="/run", headers=auth())
+    assert status == 503
+    assert json.loads(body)["reason"] == "missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET"
+    status, _, body = call(app, path="/check_login", headers=auth())
+    assert status == 503 and b"missing settings: TCONNECT_EMAIL" in body
+    assert app.store.runs(10) == []
+
+
+class BrokenStore(tcsync_wsgi.Store):
+    """A store whose run listing fails with a bug, to exercise the error boundary."""
+
+    def runs(self, limit):
+        raise KeyError(f"boom {SERVICE_SECRET}")
+
+
+def test_an_unexpected_exception_is_a_plain_500_logged_once_without_secrets(tandem, nightscout, tmp_path):
+    log = LogLines()
+    settings = load_settings(service_env(tandem, nightscout, tmp_path / "db"))
+    app = tcsync_wsgi.create_app(settings, store=BrokenStore(settings.db_path), log=tcsync_wsgi.Log(log))
+    status, _, body = call(app, path="/runs", headers=auth())
+    assert status == 500
+    assert body == b"Internal error; the service log has the details.\n"
+    [line] = log.events("unhandled")
+    assert "KeyError" in line and SERVICE_SECRET not in line and "[redacted]" in line
+
+
+def test_every_request_is_one_logfmt_line_without_the_query(app):
+    log = app.log._write
+    call(app, path="/runs", query=f"secret={SERVICE_SECRET}")
+    [line] = log.events("request")
+    assert line == f"at=info event=request method=GET path=/runs status=200 ms={line.split('ms=')[1].strip()}\n"
