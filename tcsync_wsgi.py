@@ -450,12 +450,15 @@ def _bound_requests_io(requests) -> None:
     requests.adapters.HTTPAdapter.send = send
 
 
+BUSY = "a sync is already running"
+
+
 class Syncer:
     """Runs syncs and checks one at a time, in background threads, recording each as a Run."""
 
     def __init__(self, settings: Settings, store: Store, log: Log, clock: Callable[[], float] = time.time):
         self.settings, self.store, self.log, self.clock = settings, store, log, clock
-        self._lock = threading.Lock()  # held from start() until the run's thread ends
+        self._lock = threading.Lock()  # guards current: at most one run at a time, whoever asks
         self.current: Run | None = None
         self.closed = False
         self.started_at = clock()
@@ -471,20 +474,17 @@ class Syncer:
     # starting and waiting
     def start(self, trigger: str, kind: str = "sync", days: int = 1, pretend: bool = False,
               features: tuple[str, ...] | None = None) -> tuple[Run | None, str | None]:
-        """Start a run in the background: (run, None), or (None, why not) with self.current set if busy."""
-        if self.closed:
-            return None, "the service is shutting down"
-        if self.settings.missing:
-            return None, "missing settings: " + ", ".join(self.settings.missing)
-        if not self._lock.acquire(blocking=False):
-            return None, "a sync is already running"
-        try:
+        """Start a run in the background: (new run, None); (running run, BUSY); or (None, why not)."""
+        with self._lock:
+            if self.closed:
+                return None, "the service is shutting down"
+            if self.settings.missing:
+                return None, "missing settings: " + ", ".join(self.settings.missing)
+            if self.current:
+                return self.current, BUSY
             now = self.clock()
             run = Run(self.store.start_run(trigger, now), trigger, now)
-        except BaseException:
-            self._lock.release()
-            raise
-        self.current = run
+            self.current = run
         work = self._check if kind == "check" else self._sync
         args = (run, days) if kind == "check" else (run, days, pretend, features or self.settings.features)
         threading.Thread(target=self._execute, args=(run, work, args), name=f"run-{run.id}", daemon=True).start()
@@ -512,8 +512,8 @@ class Syncer:
                 self.store.finish_run(run)
             except sqlite3.Error as e:
                 self.log("error", event="store.failed", run_id=run.id, error=str(e))
-            self.current = None
-            self._lock.release()
+            with self._lock:
+                self.current = None
             self.log(event="run.finished", run_id=run.id, trigger=run.trigger, outcome=run.outcome,
                      uploaded=run.uploaded, ms=round((time.perf_counter() - t0) * 1000), error=run.error)
             run.done.set()
@@ -609,8 +609,8 @@ class Syncer:
     # shutdown
     def close(self, deadline: float) -> Run | None:
         """Refuse new runs, wait for the current one until deadline (monotonic); return it if unfinished."""
-        self.closed = True
-        run = self.current
+        with self._lock:
+            self.closed, run = True, self.current
         if run and not run.done.wait(max(0.0, deadline - time.monotonic())):
             self.store.interrupt_running(self.clock())
             return run
@@ -652,7 +652,7 @@ class SyncTimer:
 
     def _tick(self) -> None:
         run, why_not = self.syncer.start("timer")
-        if run:
+        if not why_not:
             run.done.wait()
         elif not self._stopped:
             self.log(event="timer.skipped", reason=why_not)
@@ -988,14 +988,10 @@ class App:
         self.authorize(request)
         check_params(request.params(), ("days", "pretend", "features"))
         run, why_not = self.syncer.start("run", **sync_options(request.params(), self.settings.allowed_features))
-        if run:
+        if not why_not:
             return json_response(202, {"started": True, "run_id": run.id})
-        return self._not_started(why_not)
-
-    def _not_started(self, why_not: str) -> Response:
-        busy = self.syncer.current
-        if why_not == "a sync is already running" and busy:
-            return json_response(202, {"started": False, "reason": why_not, "run_id": busy.id})
+        if why_not == BUSY:
+            return json_response(202, {"started": False, "reason": why_not, "run_id": run.id})
         return json_response(503, {"started": False, "reason": why_not})
 
     def _run_and_wait(self, request: Request, kind: str, allowed: tuple[str, ...]) -> Response:
@@ -1003,8 +999,8 @@ class App:
         check_params(request.params(), allowed)
         options = sync_options(request.params(), self.settings.allowed_features)
         run, why_not = self.syncer.start(kind if kind == "check" else "update", kind, **options)
-        if not run:
-            status = 409 if why_not == "a sync is already running" else 503
+        if why_not:
+            status = 409 if why_not == BUSY else 503
             return text_response(status, f"Not started: {why_not}.\n")
         run.done.wait()
         summary = f"\n{kind} {run.outcome}" + (f": {run.error}" if run.error else "") + "\n"
@@ -1153,7 +1149,7 @@ def _cli_run(app: App, kind: str, args) -> int:
     options = {} if kind == "check" else {"pretend": args.pretend,
                                           "features": args.features and tuple(args.features)}
     run, why_not = app.syncer.start("cli", kind, days=args.days, **options)
-    if not run:
+    if why_not:
         print(f"tcsync_wsgi: not started: {why_not}", file=sys.stderr)
         return 2 if app.settings.missing else 1
     run.done.wait()

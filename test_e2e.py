@@ -1,0 +1,253 @@
+"""End to end: the service on real waitress, real tconnectsync, loopback fakes of Tandem and Nightscout."""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import (
+    FIXTURE_NOW, NS_SECRET, PASSWORD, SERVICE_SECRET, bearer, request, served, service_env, wait_for,
+)
+
+import fakes
+
+
+def sha1(text):
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+SECRETS = (PASSWORD, NS_SECRET, sha1(NS_SECRET), SERVICE_SECRET)
+
+
+def assert_no_secret(*texts):
+    for text in texts:
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        for secret in SECRETS:
+            assert secret not in text
+
+
+def runs_of(address):
+    status, _, body = request(address, "GET", "/runs", bearer())
+    assert status == 200
+    return json.loads(body)["runs"]
+
+
+def test_first_sync_uploads_the_fixture_treatments_and_a_second_uploads_none(make_app, tandem, nightscout,
+                                                                                basal_fixture):
+    app, log = make_app(clock=lambda: FIXTURE_NOW)
+    with served(app) as address:
+        status, headers, body = request(address, "POST", "/update", bearer())
+        assert status == 200, body
+        assert headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert nightscout.treatments == basal_fixture["expected_treatments"]
+        assert b"sync ok" in body and b"Processed 2 events" in body
+
+        status, _, body = request(address, "GET", "/update", bearer())
+        assert status == 200
+        assert len(nightscout.treatments) == 2
+
+        [second, first] = runs_of(address)
+        assert (first["outcome"], first["uploaded"], first["last_event_seq"]) == ("ok", 2, 417029)
+        assert (second["outcome"], second["uploaded"], second["trigger"]) == ("ok", 0, "update")
+        assert tandem.logins == 1 and tandem.login_attempts == 1
+        assert_no_secret(body, *log)
+
+
+def test_many_syncs_log_in_to_tandem_once(make_app, tandem, nightscout):
+    app, _ = make_app()
+    with served(app) as address:
+        for _ in range(4):
+            assert request(address, "GET", "/update", bearer())[0] == 200
+        assert request(address, "GET", "/check_login", bearer())[0] == 200
+    assert tandem.logins == 1
+    assert len({t["pump_event_id"] for t in nightscout.treatments}) == len(nightscout.treatments) == 2
+
+
+def test_twenty_concurrent_triggers_start_one_sync_and_upload_no_duplicate(make_app, tandem, nightscout):
+    nightscout.delay_secs = 0.3  # keep the first sync running while the others arrive
+    app, _ = make_app()
+    answers = []
+    gate = threading.Barrier(20)
+
+    def trigger(method):
+        gate.wait()
+        answers.append((method, *request(address, method, f"/run?secret={SERVICE_SECRET}")))
+
+    with served(app) as address:
+        threads = [threading.Thread(target=trigger, args=(("HEAD", "GET", "POST")[i % 3],)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(status == 202 for _, status, _, _ in answers), answers
+        bodies = [json.loads(body) for method, _, _, body in answers if method != "HEAD"]
+        started = [b for b in bodies if b["started"]]
+        run_id = (started or [b for b in bodies if not b["started"]])[0]["run_id"]
+        assert all(b["run_id"] == run_id for b in bodies)
+        assert all(b == {"started": False, "reason": "a sync is already running", "run_id": run_id}
+                   for b in bodies if not b["started"])
+        wait_for(lambda: runs_of(address)[0]["outcome"] != "running")
+        assert len(runs_of(address)) == 1
+    assert len(nightscout.treatments) == 2
+    assert tandem.logins == 1
+
+
+def test_head_run_triggers_a_sync_and_keeps_the_connection_usable(make_app):
+    import http.client
+
+    app, _ = make_app()
+    with served(app) as address:
+        conn = http.client.HTTPConnection(*address, timeout=10)
+        conn.request("HEAD", "/run", headers=bearer())
+        head = conn.getresponse()
+        assert head.status == 202 and head.read() == b""
+        length = int(head.getheader("Content-Length"))
+        conn.request("GET", "/healthz")  # same connection: a stray HEAD body would corrupt this answer
+        follow = conn.getresponse()
+        assert follow.status == 200 and json.loads(follow.read())["status"] in ("idle", "ok")
+        conn.close()
+        assert length == len(json.dumps({"started": True, "run_id": 1}))
+        wait_for(lambda: runs_of(address)[0]["outcome"] == "ok")
+        assert runs_of(address)[0]["trigger"] == "run"
+
+
+def test_check_login_200_when_fine_and_502_with_a_wrong_password(make_app, tandem):
+    app, _ = make_app()
+    with served(app) as address:
+        status, _, body = request(address, "POST", "/check_login", bearer())
+        assert status == 200 and b"No API errors returned!" in body
+        assert_no_secret(body)
+    assert not os.path.exists("tconnectsync-check-output.log")
+
+    tandem.password = "changed-on-tandem"
+    app, _ = make_app()
+    with served(app) as address:
+        status, _, body = request(address, "POST", "/check_login", bearer())
+        assert status == 502 and b"API errors occurred" in body
+        assert_no_secret(body)
+
+
+def test_wrong_password_fails_the_run_with_a_clear_reason(make_app, tandem):
+    tandem.password = "changed-on-tandem"
+    app, log = make_app()
+    with served(app) as address:
+        status, _, body = request(address, "GET", "/update", bearer())
+        assert status == 502
+        [run] = runs_of(address)
+    assert run["error"] == ("Tandem Source refused the credentials (HTTP 401): "
+                            "check TCONNECT_EMAIL and TCONNECT_PASSWORD")
+    assert tandem.login_attempts == 1
+    assert_no_secret(body, *log)
+
+
+def test_nightscout_down_fails_the_run_with_a_redacted_one_line_reason(make_app, nightscout, tmp_path):
+    nightscout.close()  # connections refused; tconnectsync's error would carry ?api_secret=<secret>
+    app, log = make_app()
+    with served(app) as address:
+        status, _, body = request(address, "GET", "/update", bearer())
+        assert status == 502
+        [run] = runs_of(address)
+    port = nightscout.url.split(":")[2].rstrip("/")
+    assert run["error"] == f"could not reach Nightscout (127.0.0.1:{port}): ConnectionError"
+    assert_no_secret(body, *log, (tmp_path / "tcsync.sqlite3").read_bytes())
+
+
+def test_a_hung_nightscout_ends_the_run_at_the_deadline(make_app, nightscout):
+    nightscout.mode = "stall"
+    app, _ = make_app(TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS="1.5")
+    with served(app) as address:
+        status, _, _ = request(address, "GET", "/update", bearer())
+        assert status == 502
+        [run] = runs_of(address)
+        assert run["error"].startswith("Nightscout (127.0.0.1:")
+        assert "did not answer within the sync's time limit (TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS=1.5)" in run["error"]
+        assert run["duration_ms"] < 5000
+        assert request(address, "GET", "/run", bearer())[0] == 202  # the lock was released
+
+
+def test_the_timer_syncs_repeatedly_without_overlap(make_app, nightscout):
+    app, _ = make_app(timer=True, TCONNECTSYNC_HEROKU_INTERVAL_MINS="0.05")
+    app.timer.start()
+    with served(app) as address:
+        body = request(address, "GET", "/")[2]
+        assert b"Next scheduled sync" in body and b"no timer" not in body
+        finished = wait_for(lambda: [r for r in runs_of(address) if r["outcome"] != "running"][1:] and
+                            runs_of(address), timeout=20)
+    app.timer.stop()
+    older, newer = finished[-1], finished[-2]
+    assert (older["trigger"], newer["trigger"]) == ("timer", "timer")
+    assert newer["started_at"] >= older["finished_at"]
+    assert len(nightscout.treatments) == 2
+
+
+# The service as its Procfile starts it: a process, SIGTERM, the CLI -------------------------
+
+def start_service(tandem, env, *args):
+    """python tcsync_wsgi.py ARGS with tconnectsync pointed at the fake Tandem."""
+    code = "import fakes, sys; sys.exit(fakes.run_service(sys.argv[1], sys.argv[2:]))"
+    return subprocess.Popen([sys.executable, "-c", code, json.dumps(tandem.urls()), *args],
+                            env={**os.environ, **env}, cwd=os.path.dirname(fakes.__file__),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_mid_sync_lets_the_sync_finish_and_exits_0(tandem, nightscout, tmp_path):
+    nightscout.delay_secs = 1.0
+    port = free_port()
+    env = service_env(tandem, nightscout, tmp_path / "db.sqlite3", LISTEN_HOST="127.0.0.1", LISTEN_PORT=str(port))
+    proc = start_service(tandem, env)
+    try:
+        address = ("127.0.0.1", port)
+        wait_for(lambda: _answers(address))
+        assert request(address, "POST", "/run", bearer())[0] == 202
+        wait_for(lambda: nightscout.requests_seen)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=28)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    [(outcome, uploaded)] = sqlite3.connect(tmp_path / "db.sqlite3").execute("SELECT outcome, uploaded FROM runs")
+    assert (outcome, uploaded) == ("ok", 2)
+    assert "event=stopped" in out and "Traceback" not in err
+    assert_no_secret(out, err)
+
+
+def _answers(address):
+    try:
+        return request(address, "GET", "/healthz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(("password", "verb", "code", "needle"), [
+    (PASSWORD, "sync", 0, "sync ok: uploaded 2"),
+    ("changed", "sync", 1, "sync failed: uploaded 0; Tandem Source refused the credentials"),
+    (PASSWORD, "check", 0, "No API errors returned!"),
+])
+def test_cli_one_shot_exit_codes(tandem, nightscout, tmp_path, password, verb, code, needle):
+    tandem.password = password
+    proc = start_service(tandem, service_env(tandem, nightscout, tmp_path / "db"), verb)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert needle in out
+    assert_no_secret(out, err)
+
+
+def test_cli_with_missing_settings_exits_2(tmp_path):
+    done = subprocess.run([sys.executable, "tcsync_wsgi.py", "sync"], cwd=os.path.dirname(fakes.__file__),
+                          env={"PATH": os.environ["PATH"], "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db")},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr == "tcsync_wsgi: missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET\n"
