@@ -2,10 +2,13 @@
 
 import contextlib
 import http.client
+import io
 import json
 import os
 import threading
 import time
+import wsgiref.util
+import wsgiref.validate
 from pathlib import Path
 
 import pytest
@@ -79,10 +82,11 @@ def make_app(tandem, nightscout, tmp_path):
     """create_app with fakes configured; returns (app, log lines)."""
     apps = []
 
-    def make(clock=None, timer=False, **extra):
+    def make(clock=None, timer=False, verify_clock=None, store=None, **extra):
         log = LogLines()
         settings = tcsync_wsgi.load_settings(service_env(tandem, nightscout, tmp_path / "tcsync.sqlite3", **extra))
-        app = tcsync_wsgi.create_app(settings, clock=clock, log=tcsync_wsgi.Log(log), timer=timer)
+        app = tcsync_wsgi.create_app(settings, clock=clock, log=tcsync_wsgi.Log(log), timer=timer,
+                                     verify_clock=verify_clock, store=store and store(settings.db_path))
         apps.append(app)
         return app, log
 
@@ -91,6 +95,29 @@ def make_app(tandem, nightscout, tmp_path):
         if app.timer:
             app.timer.stop()
         app.syncer.close(time.monotonic() + 30)
+
+
+def call(app, method="GET", path="/", query="", headers=None, body=b"", wsgi_input=None, lint=True):
+    """Drive the app (through wsgiref.validate unless lint=False); returns (status, headers dict, body)."""
+    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query}
+    wsgiref.util.setup_testing_defaults(environ)
+    environ["wsgi.input"] = wsgi_input or io.BytesIO(body)
+    if body:
+        environ["CONTENT_LENGTH"] = str(len(body))
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key] = value
+    seen = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(response_headers)
+
+    result = (wsgiref.validate.validator(app) if lint else app)(environ, start_response)
+    try:
+        data = b"".join(result)
+    finally:
+        result.close()
+    return seen["status"], seen["headers"], data
 
 
 @contextlib.contextmanager

@@ -1,41 +1,15 @@
 """In-process tests: settings, store, auth, routes and parameters through wsgiref.validate."""
 
-import io
 import json
 import sqlite3
 import subprocess
 import sys
-import wsgiref.util
-import wsgiref.validate
 
 import pytest
-from conftest import NS_SECRET, PASSWORD, SERVICE_SECRET, LogLines, service_env
+from conftest import NS_SECRET, PASSWORD, SERVICE_SECRET, LogLines, call, service_env
 
 import tcsync_wsgi
 from tcsync_wsgi import SettingsError, load_settings
-
-
-def call(app, method="GET", path="/", query="", headers=None, body=b""):
-    """Drive the app through wsgiref.validate; returns (status int, headers dict, body bytes)."""
-    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query}
-    wsgiref.util.setup_testing_defaults(environ)
-    environ["wsgi.input"] = io.BytesIO(body)
-    if body:
-        environ["CONTENT_LENGTH"] = str(len(body))
-    for name, value in (headers or {}).items():
-        key = name.upper().replace("-", "_")
-        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key] = value
-    seen = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        seen["status"], seen["headers"] = int(status.split()[0]), dict(response_headers)
-
-    result = wsgiref.validate.validator(app)(environ, start_response)
-    try:
-        data = b"".join(result)
-    finally:
-        result.close()
-    return seen["status"], seen["headers"], data
 
 
 def auth(secret=SERVICE_SECRET):

@@ -1,0 +1,267 @@
+"""The Data Connector receiver on POST /: signatures, checksums, dedupe, durability."""
+
+import hashlib
+import http.client
+import io
+import json
+import sqlite3
+import threading
+import time
+
+import jwt
+import pytest
+from conftest import DT_SECRET, SERVICE_SECRET, call, load_fixture, request, served
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tcsync_wsgi
+
+NOW = 1_800_000_000.0
+
+
+def body_for(event_id="ev-1", event_type="temperature", **extra_event):
+    event = {"eventId": event_id, "targetName": "projects/p/devices/d", "eventType": event_type,
+             "data": {"temperature": {"value": 4.5}}, "timestamp": "2027-01-15T08:00:00Z", **extra_event}
+    return json.dumps({"event": event, "labels": {}, "metadata": {}}).encode()
+
+
+def sign(body, secret=DT_SECRET, algorithm="HS256", now=NOW, drop=(), **claims):
+    payload = {"checksum": hashlib.sha1(body).hexdigest(), "checksum_sha256": hashlib.sha256(body).hexdigest(),
+               "iat": int(now), "exp": int(now) + 3600, "jti": "j", **claims}
+    for name in drop:
+        payload.pop(name)
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(verify_clock=lambda: NOW, clock=lambda: NOW)[0]
+
+
+def post(app, body, token=None, headers=None, **kw):
+    all_headers = {"X-Dt-Signature": token if token is not None else sign(body), **(headers or {})}
+    status, response_headers, data = call(app, "POST", "/", headers=all_headers, body=body, **kw)
+    return status, json.loads(data) if response_headers["Content-Type"] == "application/json" else data
+
+
+def events(app, query=""):
+    status, _, data = call(app, "GET", "/events", query=query, headers={"Authorization": f"Bearer {SERVICE_SECRET}"})
+    assert status == 200
+    return json.loads(data)["events"]
+
+
+def test_the_vendors_signed_fixture_deliveries_are_accepted_and_stored(make_app):
+    fixture = load_fixture("data_connector_deliveries.json")
+    for delivery in fixture["deliveries"]:
+        iat = delivery["claims"]["iat"]
+        app, log = make_app(verify_clock=lambda iat=iat: iat + 30)
+        body = delivery["body"].encode()
+        status, answer = post(app, body, delivery["headers"]["X-Dt-Signature"])
+        event_id = json.loads(body)["event"]["eventId"]
+        assert (status, answer) == (200, {"ok": True, "duplicate": False, "event_id": event_id})
+        assert [e["event_id"] for e in events(app) if e["event_id"] == event_id] == [event_id]
+        [line] = log.events("delivery")
+        assert f"event_id={event_id} type={delivery['name']} " in line and "duplicate=False" in line
+        assert delivery["headers"]["X-Dt-Signature"] not in "".join(log)
+
+
+def test_the_fixture_deliveries_are_rejected_today_as_expired(app):
+    fixture = load_fixture("data_connector_deliveries.json")
+    delivery = fixture["deliveries"][0]
+    assert post(app, delivery["body"].encode(), delivery["headers"]["X-Dt-Signature"])[1]["error"] == "expired"
+
+
+def test_a_duplicate_is_200_and_keeps_the_first_delivery(app, tmp_path):
+    first = body_for("dup-1", value="first")
+    second = body_for("dup-1", value="second")
+    assert post(app, first) == (200, {"ok": True, "duplicate": False, "event_id": "dup-1"})
+    assert post(app, second) == (200, {"ok": True, "duplicate": True, "event_id": "dup-1"})
+    assert post(app, second) == (200, {"ok": True, "duplicate": True, "event_id": "dup-1"})
+    [stored] = events(app)
+    assert stored == {"event_id": "dup-1", "event_type": "temperature", "target": "projects/p/devices/d",
+                      "timestamp": "2027-01-15T08:00:00Z", "received_at": "2027-01-15T08:00:00Z", "duplicates": 2}
+    db = sqlite3.connect(tmp_path / "tcsync.sqlite3")
+    assert db.execute("SELECT body FROM events").fetchall() == [(first,)]
+
+
+def test_unknown_event_types_are_kept(app):
+    assert post(app, body_for("odd-1", "somethingNew"))[0] == 200
+    assert [e["event_type"] for e in events(app)] == ["somethingNew"]
+
+
+def test_events_newest_first_with_type_filter_and_limit(make_app):
+    now = [NOW]
+    app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: now[0])
+    for i, kind in enumerate(["touch", "temperature", "touch"]):
+        now[0] = NOW + i
+        assert post(app, body_for(f"e{i}", kind))[0] == 200
+    assert [e["event_id"] for e in events(app)] == ["e2", "e1", "e0"]
+    assert [e["event_id"] for e in events(app, "type=touch")] == ["e2", "e0"]
+    assert [e["event_id"] for e in events(app, "limit=1")] == ["e2"]
+
+
+def test_the_previous_secret_is_accepted_for_rotation(make_app):
+    app, _ = make_app(verify_clock=lambda: NOW, DT_SIGNATURE_SECRET="new-secret",
+                      DT_SIGNATURE_SECRET_PREVIOUS=DT_SECRET)
+    body = body_for("rot-1")
+    assert post(app, body, sign(body, DT_SECRET))[0] == 200
+    assert post(app, body_for("rot-2"), sign(body_for("rot-2"), "new-secret"))[0] == 200
+    assert post(app, body_for("rot-3"), sign(body_for("rot-3"), "other"))[1]["error"] == "bad_signature"
+
+
+class ExplodingInput(io.BytesIO):
+    def read(self, *args):
+        raise AssertionError("the body must not be read")
+
+
+def test_without_a_signature_secret_post_is_403_naming_the_setting_unread(make_app):
+    app, _ = make_app(DT_SIGNATURE_SECRET="")
+    status, answer = post(app, b"{}", "x", wsgi_input=ExplodingInput())
+    assert status == 403
+    assert answer == {"error": "not_configured", "message": "Set DT_SIGNATURE_SECRET to receive Data Connector events."}
+
+
+def test_an_oversized_body_is_413_unread(app):
+    status, answer = post(app, b"x", "t", headers={"Content-Length": str(64 * 1024 + 1)}, wsgi_input=ExplodingInput())
+    assert (status, answer["error"]) == (413, "too_large")
+
+
+BODY = body_for("neg-1")
+
+
+def _claims_case(**claims):
+    return BODY, sign(BODY, **claims)
+
+
+NEGATIVE = {
+    "no content length": (411, "length_required", b"", None, {}),
+    "bad content length": (400, "bad_content_length", BODY, None, {"Content-Length": "12x"}),
+    "short body": (400, "short_body", BODY, None, {"Content-Length": str(len(BODY) + 10)}),
+    "missing signature": (400, "missing_signature", BODY, "", {}),
+    "two signatures joined": (400, "multiple_signatures", BODY, sign(BODY) + ", " + sign(BODY), {}),
+    "huge signature": (400, "signature_too_long", BODY, "a" * 5000, {}),
+    "garbage token": (400, "malformed_token", BODY, "not.a.jwt", {}),
+    "alg none": (400, "bad_algorithm", BODY, jwt.encode({"iat": NOW, "exp": NOW + 60}, None, algorithm="none"), {}),
+    "HS512": (400, "bad_algorithm", BODY, sign(BODY, algorithm="HS512"), {}),
+    "wrong secret": (400, "bad_signature", BODY, sign(BODY, secret="wrong"), {}),
+    "expired": (400, "expired", BODY, sign(BODY, now=NOW - 3600 - 61), {}),
+    "iat ahead": (400, "not_yet_valid", BODY, sign(BODY, iat=int(NOW) + 120), {}),
+    "no exp": (400, "missing_claim", BODY, sign(BODY, drop=("exp",)), {}),
+    "exp null": (400, "missing_claim", BODY, sign(BODY, exp=None), {}),
+    "no iat": (400, "missing_claim", BODY, sign(BODY, drop=("iat",)), {}),
+    "exp a word": (400, "malformed_token", BODY, sign(BODY, exp="soon"), {}),
+    "exp a list": (400, "bad_claims", BODY, sign(BODY, exp=[1]), {}),
+    "exp infinite": (400, "bad_claims", BODY, sign(BODY, exp=float("inf")), {}),
+    "iat an object": (400, "bad_claims", BODY, sign(BODY, iat={"a": 1}), {}),
+    "no checksum": (400, "checksum_missing", BODY, sign(BODY, drop=("checksum", "checksum_sha256")), {}),
+    "checksum a number": (400, "bad_checksum_claim", BODY, sign(BODY, checksum=123), {}),
+    "sha1 right, sha256 wrong": (400, "checksum_mismatch", BODY, sign(BODY, checksum_sha256="0" * 64), {}),
+    "sha256 right, sha1 wrong": (400, "checksum_mismatch", BODY, sign(BODY, checksum="0" * 40), {}),
+    "body changed after signing": (400, "checksum_mismatch", BODY.replace(b"4.5", b"4.6"), sign(BODY), {}),
+    "not json": (400, "bad_json", b"not json", sign(b"not json"), {}),
+    "json not an object": (400, "bad_event", b"[1]", sign(b"[1]"), {}),
+    "no event id": (400, "bad_event", b'{"event": {"eventType": "touch"}}',
+                    sign(b'{"event": {"eventType": "touch"}}'), {}),
+    "event id a number": (400, "bad_event", b'{"event": {"eventId": 1, "eventType": "t"}}',
+                          sign(b'{"event": {"eventId": 1, "eventType": "t"}}'), {}),
+}
+
+
+@pytest.mark.parametrize("case", NEGATIVE)
+def test_negative_matrix(app, case):
+    status, reason, body, token, headers = NEGATIVE[case]
+    token = sign(body) if token is None else token
+    all_headers = {"X-Dt-Signature": token, **headers} if token else dict(headers)
+    got_status, _, data = call(app, "POST", "/", headers=all_headers, body=body, wsgi_input=io.BytesIO(body),
+                               lint=case != "bad content length")  # wsgiref.validate insists on a number
+    assert (got_status, json.loads(data)["error"]) == (status, reason)
+    assert events(app) == []
+
+
+def test_only_sha1_or_only_sha256_present_is_enough(app):
+    assert post(app, body_for("only-1"), sign(body_for("only-1"), drop=("checksum_sha256",)))[0] == 200
+    assert post(app, body_for("only-2"), sign(body_for("only-2"), drop=("checksum",)))[0] == 200
+
+
+class FailingStore(tcsync_wsgi.Store):
+    def add_event(self, *args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_a_store_failure_is_503_so_the_vendor_retries(make_app):
+    app, log = make_app(verify_clock=lambda: NOW, store=FailingStore)
+    status, answer = post(app, BODY)
+    assert (status, answer["error"]) == (503, "store_unavailable")
+    assert log.events("delivery.store_failed")
+
+
+def test_status_page_shows_the_receiver_state_not_contents(app):
+    post(app, body_for("st-1", value="secret-reading-99"))
+    page = call(app)[2]
+    assert b"configured; 1 events in the last 24 h; last at 2027-01-15T08:00:00Z" in page
+    assert b"secret-reading-99" not in page and b"st-1" not in page
+
+
+# Over a real socket --------------------------------------------------------------------------
+
+def test_a_chunked_post_is_accepted(make_app):
+    app, _ = make_app(verify_clock=lambda: NOW)
+    body = body_for("chunked-1")
+    with served(app) as address:
+        conn = http.client.HTTPConnection(*address, timeout=10)
+        conn.putrequest("POST", "/")
+        conn.putheader("X-Dt-Signature", sign(body))
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        for piece in (body[:40], body[40:]):
+            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.send(b"0\r\n\r\n")
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())["event_id"]) == (200, "chunked-1")
+        conn.close()
+
+
+def test_a_burst_with_duplicates_stores_each_event_once(make_app, tmp_path):
+    app, _ = make_app(verify_clock=lambda: NOW)
+    deliveries = [body_for(f"burst-{i % 25}") for i in range(100)]  # 75 % duplicates
+    statuses = []
+    with served(app) as address:
+        def send(chunk):
+            for body in chunk:
+                statuses.append(request(address, "POST", "/", {"X-Dt-Signature": sign(body)}, body)[0])
+
+        threads = [threading.Thread(target=send, args=(deliveries[i::8],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert statuses == [200] * 100
+    rows = sqlite3.connect(tmp_path / "tcsync.sqlite3").execute(
+        "SELECT event_id, duplicates FROM events ORDER BY event_id").fetchall()
+    assert sorted(rows) == sorted((f"burst-{i}", 3) for i in range(25))
+
+
+# Property ------------------------------------------------------------------------------------
+
+secrets_st = st.sampled_from([DT_SECRET, "other-secret"])
+checksum_st = st.sampled_from(["right", "wrong", "absent", "number"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(max_size=300), secret=secrets_st, sha1=checksum_st, sha256=checksum_st,
+       algorithm=st.sampled_from(["HS256", "HS384"]), age=st.integers(-200, 4000))
+def test_accepted_iff_valid_hs256_right_secret_and_every_present_checksum_matches(
+        app, payload, secret, sha1, sha256, algorithm, age):
+    event_id = f"prop-{time.perf_counter_ns()}"
+    body = json.dumps({"event": {"eventId": event_id, "eventType": "touch"}, "pad": payload.hex()}).encode()
+    claims = {}
+    for name, choice, digest in (("checksum", sha1, hashlib.sha1), ("checksum_sha256", sha256, hashlib.sha256)):
+        if choice != "absent":
+            claims[name] = {"right": digest(body).hexdigest(), "wrong": digest(b"x").hexdigest(), "number": 7}[choice]
+    token = jwt.encode({**claims, "iat": int(NOW) - age, "exp": int(NOW) - age + 3600}, secret, algorithm=algorithm)
+    status, answer = post(app, body, token)
+    valid = (algorithm == "HS256" and secret == DT_SECRET and -60 <= age < 3600 + 60
+             and "wrong" not in (sha1, sha256) and "number" not in (sha1, sha256)
+             and (sha1, sha256) != ("absent", "absent"))
+    assert status < 500
+    assert (status == 200) == valid, (status, answer)
