@@ -116,7 +116,7 @@ def call(app, method="GET", path="/", query="", headers=None, body=b"", wsgi_inp
     try:
         data = b"".join(result)
     finally:
-        result.close()
+        getattr(result, "close", lambda: None)()
     return seen["status"], seen["headers"], data
 
 
