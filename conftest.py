@@ -94,7 +94,7 @@ def make_app(tandem, nightscout, tmp_path):
     for app in apps:
         if app.timer:
             app.timer.stop()
-        app.syncer.close(time.monotonic() + 30)
+        app.syncer.close(time.monotonic() + 10)
 
 
 def call(app, method="GET", path="/", query="", headers=None, body=b"", wsgi_input=None, lint=True):

@@ -283,11 +283,12 @@ class Store:
     def add_event(self, event_id: str, event_type: str, target: str | None, timestamp: str | None,
                   received_at: float, body: bytes) -> bool:
         """Keep a delivery; True if this eventId was already kept (then only its counter moves)."""
-        duplicates = self._run(
-            "INSERT INTO events (event_id, event_type, target, timestamp, received_at, body)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (event_id) DO UPDATE SET duplicates = duplicates + 1 RETURNING duplicates",
-            (event_id, event_type, target, timestamp, received_at, body)).fetchone()[0]
+        with self._lock:  # fetchall() runs the statement to its end: committed when this returns
+            [(duplicates,)] = self._db.execute(
+                "INSERT INTO events (event_id, event_type, target, timestamp, received_at, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (event_id) DO UPDATE SET duplicates = duplicates + 1 RETURNING duplicates",
+                (event_id, event_type, target, timestamp, received_at, body)).fetchall()
         return duplicates > 0
 
     def prune_events(self, now: float) -> None:
@@ -576,6 +577,8 @@ class Syncer:
             logger = logging.getLogger("tconnectsync")
             logger.setLevel(logging.INFO)  # DEBUG would log tokens
             logger.propagate = False
+            for old in [h for h in logger.handlers if isinstance(h, _TconnectsyncLogHandler)]:
+                logger.removeHandler(old)  # one service per process; in tests, the newest one
             logger.addHandler(_TconnectsyncLogHandler(self.log, self._captures))
             self._tc = argparse.Namespace(requests=requests, secret=secret, TConnectApi=TConnectApi,
                                           NightscoutApi=NightscoutApi, check_login=check_login,

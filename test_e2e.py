@@ -251,3 +251,19 @@ def test_cli_with_missing_settings_exits_2(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr == "tcsync_wsgi: missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET\n"
+
+
+def test_shutdown_marks_a_run_that_outlives_the_grace_interrupted(make_app, nightscout):
+    import time
+
+    nightscout.mode = "stall"
+    app, _ = make_app()
+    run, why_not = app.syncer.start("run")
+    assert why_not is None
+    wait_for(lambda: nightscout.requests_seen)
+    assert app.syncer.close(time.monotonic() + 0.3) is run
+    [row] = app.store.runs(1)
+    assert (row["outcome"], row["error"]) == ("interrupted", "the service stopped before this run finished")
+    assert app.syncer.start("run") == (None, "the service is shutting down")
+    nightscout.close()  # let the stalled run end
+    assert run.done.wait(5)

@@ -265,3 +265,12 @@ def test_accepted_iff_valid_hs256_right_secret_and_every_present_checksum_matche
              and (sha1, sha256) != ("absent", "absent"))
     assert status < 500
     assert (status == 200) == valid, (status, answer)
+
+
+def test_events_older_than_30_days_are_pruned(make_app):
+    now = [NOW - 31 * 86400]
+    app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: now[0])
+    app.store.add_event("old-1", "touch", None, None, now[0], b"{}")
+    now[0] = NOW
+    assert post(app, body_for("new-1"))[0] == 200  # the first delivery prunes
+    assert [e["event_id"] for e in events(app)] == ["new-1"]
