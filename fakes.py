@@ -276,6 +276,9 @@ def point_tconnectsync_at(urls: dict) -> None:
 
 def run_service(urls_json: str, argv: list) -> int:
     """Entry point for tests that run the service as a process against a FakeTandem."""
+    import os
+
+    os.environ.setdefault("CACHE_CREDENTIALS", "false")  # importing tconnectsync first reads it
     point_tconnectsync_at(json.loads(urls_json))
     import tcsync_wsgi
 

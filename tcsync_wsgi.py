@@ -98,6 +98,11 @@ def _number(env, name: str, default: float, problems: list[str], *, positive: bo
     return value
 
 
+def is_digits(text: str) -> bool:
+    """ASCII digits only (str.isdigit() also says yes to '²', which int() refuses)."""
+    return re.fullmatch(r"[0-9]+", text) is not None
+
+
 def parse_features(raw: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     """Comma list of tconnectsync features; raises ValueError naming the unknown ones."""
     names = tuple(dict.fromkeys(n.strip().upper() for n in raw.split(",") if n.strip()))
@@ -127,7 +132,7 @@ def load_settings(env=None) -> Settings:
 
     port_name = "PORT" if env.get("PORT", "").strip() else "LISTEN_PORT"
     port_raw = env.get(port_name, "").strip() or "5000"
-    port = int(port_raw) if port_raw.isdigit() else -1
+    port = int(port_raw) if is_digits(port_raw) else -1
     if not 0 <= port <= 65535:
         problems.append(f"{port_name} must be a TCP port number, got {port_raw!r}")
 
@@ -136,7 +141,7 @@ def load_settings(env=None) -> Settings:
     if region not in ("US", "EU"):
         problems.append(f"TCONNECT_REGION must be US or EU (capitals), got {region!r}")
     serial = env.get("PUMP_SERIAL_NUMBER", "").strip()
-    if serial and not serial.isdigit():
+    if serial and not is_digits(serial):
         problems.append(f"PUMP_SERIAL_NUMBER must be the pump's serial number (digits), got {serial!r}")
     tz_name = env.get("TIMEZONE_NAME", "").strip() or env.get("TZ", "").strip() or "America/New_York"
     try:
@@ -274,9 +279,10 @@ class Store:
         rows = self._run(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [run_json(*row) for row in rows]
 
-    def last_run(self, outcome: str | None = None) -> dict | None:
-        where = "WHERE outcome=?" if outcome else "WHERE ?1 IS NULL"
-        row = self._run(f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT 1", (outcome,)).fetchone()
+    def last_run(self, successful_sync: bool = False) -> dict | None:
+        """The newest run, or the newest sync that succeeded (checks upload nothing: not counted)."""
+        where = "WHERE outcome = 'ok' AND trigger != 'check'" if successful_sync else ""
+        row = self._run(f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT 1").fetchone()
         return run_json(*row) if row else None
 
     # events
@@ -386,13 +392,15 @@ class Run:
 class _Captures:
     """Routes tconnectsync's log records and prints to the run that caused them, by thread."""
 
-    def __init__(self):
+    def __init__(self, log: Log):
+        self.log = log
         self.by_thread: dict[int, list[str]] = {}
 
     def add(self, thread_id: int | None, text: str) -> bool:
+        """Keep text (redacted) for the run on that thread; False if no run is listening there."""
         lines = self.by_thread.get(thread_id)
         if lines is not None and len(lines) < 5000:
-            lines.append(text)
+            lines.append(self.log.redact(text))
         return lines is not None
 
 
@@ -465,10 +473,10 @@ class Syncer:
         self.started_at = clock()
         self.consecutive_failures = 0
         self.store.interrupt_running(self.started_at)
-        last_ok = store.last_run("ok")
+        last_ok = store.last_run(successful_sync=True)
         self.last_success_at: float | None = last_ok and _parse_iso(last_ok["finished_at"])
         self.last_run: dict | None = store.last_run()
-        self._captures = _Captures()
+        self._captures = _Captures(log)
         self._tc = None  # the tconnectsync namespace, once imported
         self._clients = None  # (TConnectApi, NightscoutApi), created once
 
@@ -835,7 +843,7 @@ class Request:
         raw = (self.header("Content-Length") or "").strip()
         if not raw:
             raise Rejected(411, "length_required", "Content-Length is required")
-        if not raw.isdigit():
+        if not is_digits(raw):
             raise Rejected(400, "bad_content_length", "Content-Length must be a number")
         length = int(raw)
         if length > limit:
@@ -879,7 +887,7 @@ def sync_options(params: dict[str, str], allowed: tuple[str, ...]) -> dict:
     options: dict[str, Any] = {}
     if "days" in params:
         days = params["days"].strip()
-        if not (days.isdigit() and len(days) <= 2 and 1 <= int(days) <= 30):
+        if not (is_digits(days) and len(days) <= 2 and 1 <= int(days) <= 30):
             raise HTTPError(400, f"days must be a whole number from 1 to 30, got {days[:40]!r}")
         options["days"] = int(days)
     if "pretend" in params:
@@ -903,7 +911,7 @@ def check_params(params: dict[str, str], allowed: tuple[str, ...]) -> None:
 
 def limit_param(params: dict[str, str]) -> int:
     raw = params.get("limit", "50").strip()
-    if not (raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= 1000):
+    if not (is_digits(raw) and len(raw) <= 4 and 1 <= int(raw) <= 1000):
         raise HTTPError(400, f"limit must be a whole number from 1 to 1000, got {raw[:40]!r}")
     return int(raw)
 
@@ -1070,7 +1078,10 @@ class App:
             raise Rejected(503, "store_unavailable", "the event could not be stored; retry later") from None
         self._deliveries += 1
         if self._deliveries % 1000 == 1:
-            self.store.prune_events(now)
+            try:
+                self.store.prune_events(now)
+            except sqlite3.Error as e:  # the delivery is kept: still a 200
+                self.log("error", event="events.prune_failed", error=str(e)[:200])
         self.log(event="delivery", event_id=event["eventId"], type=event["eventType"],
                  target=event.get("targetName"), duplicate=duplicate, ms=round((time.perf_counter() - t0) * 1000, 1))
         return json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
@@ -1101,7 +1112,8 @@ def render_status(app: App, show_runs: bool) -> str:
     elif app.timer:
         next_sync = "after the current sync"
     else:
-        next_sync = "no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS is unset or 0): syncs run when /run is called"
+        next_sync = ("no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS is unset or 0): syncs run when /run is called"
+                     if not s.interval_mins else "none: the timer waits for the missing settings")
     rows = [("State", state), ("Last successful sync", iso(last_ok) or "none yet"), ("Next scheduled sync", next_sync)]
     if syncer.current:
         rows.append(("Running now", f"run {syncer.current.id} ({syncer.current.trigger})"))
@@ -1149,9 +1161,16 @@ def create_app(settings: Settings, store: Store | None = None, syncer: Syncer | 
 
 
 def _cli_run(app: App, kind: str, args) -> int:
-    options = {} if kind == "check" else {"pretend": args.pretend,
-                                          "features": args.features and tuple(args.features)}
-    run, why_not = app.syncer.start("cli", kind, days=args.days, **options)
+    options = {}
+    if kind == "sync":
+        options["pretend"] = args.pretend
+        if args.features:
+            try:
+                options["features"] = parse_features(args.features, app.settings.allowed_features)
+            except ValueError as e:
+                print(f"tcsync_wsgi: --features: {e}", file=sys.stderr)
+                return 2
+    run, why_not = app.syncer.start("check" if kind == "check" else "cli", kind, days=args.days, **options)
     if why_not:
         print(f"tcsync_wsgi: not started: {why_not}", file=sys.stderr)
         return 2 if app.settings.missing else 1
@@ -1206,8 +1225,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (sync, check):
         sub.add_argument("--days", type=int, default=1, choices=range(1, 31), metavar="N (1-30)")
     sync.add_argument("--pretend", action="store_true", help="read from Tandem, upload nothing")
-    sync.add_argument("--features", type=lambda raw: parse_features(raw, ALL_FEATURES + TESTING_FEATURES),
-                      help="comma list of tconnectsync features")
+    sync.add_argument("--features", help="comma list of tconnectsync features")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()

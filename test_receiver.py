@@ -136,6 +136,7 @@ def _claims_case(**claims):
 NEGATIVE = {
     "no content length": (411, "length_required", b"", None, {}),
     "bad content length": (400, "bad_content_length", BODY, None, {"Content-Length": "12x"}),
+    "superscript content length": (400, "bad_content_length", BODY, None, {"Content-Length": "\u00b2"}),
     "short body": (400, "short_body", BODY, None, {"Content-Length": str(len(BODY) + 10)}),
     "missing signature": (400, "missing_signature", BODY, "", {}),
     "two signatures joined": (400, "multiple_signatures", BODY, sign(BODY) + ", " + sign(BODY), {}),
@@ -172,8 +173,9 @@ def test_negative_matrix(app, case):
     status, reason, body, token, headers = NEGATIVE[case]
     token = sign(body) if token is None else token
     all_headers = {"X-Dt-Signature": token, **headers} if token else dict(headers)
+    lint = headers.get("Content-Length", "0").isdecimal()  # wsgiref.validate insists on a number
     got_status, _, data = call(app, "POST", "/", headers=all_headers, body=body, wsgi_input=io.BytesIO(body),
-                               lint=case != "bad content length")  # wsgiref.validate insists on a number
+                               lint=lint)
     assert (got_status, json.loads(data)["error"]) == (status, reason)
     assert events(app) == []
 

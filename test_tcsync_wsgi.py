@@ -43,6 +43,8 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     ({"CACHE_CREDENTIALS": "true"}, "CACHE_CREDENTIALS=true breaks"),
     ({"NS_URL": "my.nightscout.example"}, "NS_URL must start with https://"),
     ({"PORT": "http"}, "PORT must be a TCP port"),
+    ({"PORT": "\u00b2"}, "PORT must be a TCP port"),
+    ({"PUMP_SERIAL_NUMBER": "\u00b2"}, "PUMP_SERIAL_NUMBER must be"),
 ])
 def test_each_bad_setting_is_named(env, needle):
     with pytest.raises(SettingsError) as raised:
@@ -104,6 +106,14 @@ def test_a_run_left_running_by_a_killed_process_is_interrupted_at_next_start(tmp
     assert app.store.path == str(tmp_path / "db")
 
 
+def test_a_successful_check_is_not_a_successful_sync_after_restart(tmp_path):
+    store = tcsync_wsgi.Store(str(tmp_path / "db"))
+    run = tcsync_wsgi.Run(store.start_run("check", 10.0), "check", 10.0, finished_at=11.0, outcome="ok")
+    store.finish_run(run)
+    syncer = tcsync_wsgi.Syncer(load_settings({}), store, tcsync_wsgi.Log(LogLines()))
+    assert syncer.last_success_at is None and syncer.last_run["trigger"] == "check"
+
+
 def test_store_keeps_the_newest_1000_runs(tmp_path):
     store = tcsync_wsgi.Store(str(tmp_path / "db"))
     for i in range(1005):
@@ -136,6 +146,15 @@ def test_redactor_hides_secrets_their_sha1_and_api_secret_values():
     assert text == "url=http://x/api/v1/treatments?api_secret=[redacted]&x=1 [redacted] [redacted] [redacted]"
 
 
+def test_captured_tconnectsync_output_is_redacted():
+    log = tcsync_wsgi.Log(LogLines(), redact=tcsync_wsgi.Redactor([NS_SECRET]))
+    captures = tcsync_wsgi._Captures(log)
+    captures.by_thread[7] = lines = []
+    assert captures.add(7, f"GET /x?api_secret={NS_SECRET}&y=1 secret {NS_SECRET}\n")
+    assert not captures.add(8, "another thread")
+    assert lines == ["GET /x?api_secret=[redacted]&y=1 secret [redacted]\n"]
+
+
 # Routes --------------------------------------------------------------------------------------
 
 def test_status_page_is_public_html_without_runs(app):
@@ -153,6 +172,13 @@ def test_status_page_names_missing_settings(tmp_path):
     assert status == 200
     assert b"not configured" in body
     assert b"TCONNECT_PASSWORD, NS_URL, NS_SECRET" in body
+
+
+def test_status_page_says_the_timer_waits_for_missing_settings(tmp_path):
+    settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), "TCONNECTSYNC_HEROKU_INTERVAL_MINS": "5"})
+    app = tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines()), timer=True)
+    assert app.timer is None
+    assert b"none: the timer waits for the missing settings" in call(app)[2]
 
 
 def test_status_page_with_the_secret_shows_runs(app):
@@ -229,6 +255,7 @@ def test_secret_accepted_as_bearer_query_or_form(app):
     ("features=BASAL,NOPE", "unknown feature NOPE"),
     ("colour=red", "unknown parameter 'colour'"),
     ("days=%FF", "not valid UTF-8"),
+    ("days=%C2%B2", "days must be"),  # a superscript two: str.isdigit() says yes, int() says no
 ])
 def test_bad_parameters_are_400_naming_the_parameter(app, query, needle):
     for path in ("/run", "/update"):
@@ -238,7 +265,7 @@ def test_bad_parameters_are_400_naming_the_parameter(app, query, needle):
     assert app.store.runs(10) == []
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=-1", "limit=1001", "limit=x", "verbose=1"])
+@pytest.mark.parametrize("query", ["limit=0", "limit=-1", "limit=1001", "limit=x", "verbose=1", "limit=%C2%B2"])
 def test_bad_runs_parameters_are_400(app, query):
     assert call(app, path="/runs", query=query, headers=auth())[0] == 400
 
