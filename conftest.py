@@ -126,13 +126,21 @@ def served(app):
     import waitress
 
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="tcsync_wsgi")
-    thread = threading.Thread(target=server.run, daemon=True)
+    stop = threading.Event()
+
+    def loop():  # server.run() until stop, then close from this same thread
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.task_dispatcher.shutdown(timeout=1)
+        server.close()
+
+    thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
         yield "127.0.0.1", server.effective_port
     finally:
-        server.task_dispatcher.shutdown(timeout=1)
-        server.close()
+        stop.set()
+        thread.join(5)
 
 
 def request(address, method, path, headers=None, body=None, timeout=30):
