@@ -229,10 +229,11 @@ def iso(ts: float | None) -> str | None:
 
 
 class Store:
-    """SQLite file holding runs and events; every call is one short transaction."""
+    """SQLite file holding runs and events; every call is one short statement, committed on return."""
 
     def __init__(self, path: str):
         self.path = path
+        self.failure: str | None = None  # the last error, until a statement succeeds again
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -243,9 +244,17 @@ class Store:
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    def _run(self, sql: str, args=()) -> sqlite3.Cursor:
+    def _query(self, sql: str, args=()) -> tuple[list, int]:
+        """(rows, rowcount). fetchall() runs the statement to its end, so it is committed here."""
         with self._lock:
-            return self._db.execute(sql, args)
+            try:
+                cursor = self._db.execute(sql, args)
+                rows = cursor.fetchall()
+            except sqlite3.Error as e:
+                self.failure = f"{type(e).__name__}: {e}"
+                raise
+            self.failure = None
+            return rows, cursor.rowcount
 
     def close(self) -> None:
         with self._lock:
@@ -254,67 +263,63 @@ class Store:
     # runs
     def start_run(self, trigger: str, started_at: float) -> int:
         """Record a run as running; returns its id. Keeps the newest KEEP_RUNS rows."""
-        with self._lock, self._db:
-            run_id = self._db.execute(
-                "INSERT INTO runs (trigger, started_at, outcome) VALUES (?, ?, 'running')",
-                (trigger, started_at)).lastrowid
-            self._db.execute("DELETE FROM runs WHERE id <= ?", (run_id - KEEP_RUNS,))
+        [(run_id,)], _ = self._query("INSERT INTO runs (trigger, started_at, outcome) VALUES (?, ?, 'running')"
+                                     " RETURNING id", (trigger, started_at))
+        self._query("DELETE FROM runs WHERE id <= ?", (run_id - KEEP_RUNS,))
         return run_id
 
     def finish_run(self, run: Run) -> None:
         """Write a run's outcome, unless shutdown already marked it interrupted."""
-        self._run("UPDATE runs SET finished_at=?, outcome=?, uploaded=?, last_event_seq=?, error=?, log_tail=?"
-                  " WHERE id=? AND outcome='running'",
-                  (run.finished_at, run.outcome, run.uploaded, run.last_event_seq, run.error,
-                   "".join(run.log)[-8000:], run.id))
+        self._query("UPDATE runs SET finished_at=?, outcome=?, uploaded=?, last_event_seq=?, error=?, log_tail=?"
+                    " WHERE id=? AND outcome='running'",
+                    (run.finished_at, run.outcome, run.uploaded, run.last_event_seq, run.error,
+                     "".join(run.log)[-8000:], run.id))
 
     def interrupt_running(self, now: float) -> int:
         """Mark runs left running (by a killed process, or at shutdown) interrupted."""
-        return self._run("UPDATE runs SET outcome='interrupted', finished_at=?, error=?"
-                         " WHERE outcome='running'",
-                         (now, "the service stopped before this run finished")).rowcount
+        return self._query("UPDATE runs SET outcome='interrupted', finished_at=?, error=? WHERE outcome='running'",
+                           (now, "the service stopped before this run finished"))[1]
 
     def runs(self, limit: int) -> list[dict]:
         """Newest first."""
-        rows = self._run(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        rows, _ = self._query(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         return [run_json(*row) for row in rows]
 
     def last_run(self, successful_sync: bool = False) -> dict | None:
         """The newest run, or the newest sync that succeeded (checks upload nothing: not counted)."""
         where = "WHERE outcome = 'ok' AND trigger != 'check'" if successful_sync else ""
-        row = self._run(f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT 1").fetchone()
-        return run_json(*row) if row else None
+        rows, _ = self._query(f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT 1")
+        return run_json(*rows[0]) if rows else None
 
     # events
     def add_event(self, event_id: str, event_type: str, target: str | None, timestamp: str | None,
                   received_at: float, body: bytes) -> bool:
         """Keep a delivery; True if this eventId was already kept (then only its counter moves)."""
-        with self._lock:  # fetchall() runs the statement to its end: committed when this returns
-            [(duplicates,)] = self._db.execute(
-                "INSERT INTO events (event_id, event_type, target, timestamp, received_at, body)"
-                " VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (event_id) DO UPDATE SET duplicates = duplicates + 1 RETURNING duplicates",
-                (event_id, event_type, target, timestamp, received_at, body)).fetchall()
+        [(duplicates,)], _ = self._query(
+            "INSERT INTO events (event_id, event_type, target, timestamp, received_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (event_id) DO UPDATE SET duplicates = duplicates + 1 RETURNING duplicates",
+            (event_id, event_type, target, timestamp, received_at, body))
         return duplicates > 0
 
     def prune_events(self, now: float) -> None:
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM events WHERE received_at < ?", (now - KEEP_EVENTS_SECS,))
-            self._db.execute("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
-                             " ORDER BY received_at DESC LIMIT -1 OFFSET ?)", (KEEP_EVENTS,))
+        """Keep 30 days and at most KEEP_EVENTS events."""
+        self._query("DELETE FROM events WHERE received_at < ?", (now - KEEP_EVENTS_SECS,))
+        self._query("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
+                    " ORDER BY received_at DESC LIMIT -1 OFFSET ?)", (KEEP_EVENTS,))
 
     def events(self, limit: int, event_type: str | None) -> list[dict]:
         """Newest first, optionally of one type."""
-        rows = self._run("SELECT event_id, event_type, target, timestamp, received_at, duplicates FROM events"
-                         " WHERE ?1 IS NULL OR event_type = ?1 ORDER BY received_at DESC, rowid DESC LIMIT ?2",
-                         (event_type, limit)).fetchall()
+        rows, _ = self._query("SELECT event_id, event_type, target, timestamp, received_at, duplicates FROM events"
+                              " WHERE ?1 IS NULL OR event_type = ?1 ORDER BY received_at DESC, rowid DESC LIMIT ?2",
+                              (event_type, limit))
         return [{"event_id": r[0], "event_type": r[1], "target": r[2], "timestamp": r[3],
                  "received_at": iso(r[4]), "duplicates": r[5]} for r in rows]
 
     def event_summary(self, since: float) -> tuple[int, float | None]:
         """Events received since a time, and the newest receive time."""
-        count, = self._run("SELECT COUNT(*) FROM events WHERE received_at >= ?", (since,)).fetchone()
-        last, = self._run("SELECT MAX(received_at) FROM events").fetchone()
+        [(count, last)], _ = self._query("SELECT (SELECT COUNT(*) FROM events WHERE received_at >= ?),"
+                                         " (SELECT MAX(received_at) FROM events)", (since,))
         return count, last
 
 
