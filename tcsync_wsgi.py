@@ -378,7 +378,7 @@ class Redactor:
 class Run:
     """One sync or check: what /runs shows, plus the captured tconnectsync log."""
 
-    id: int
+    id: int | None  # None when the database could not record it
     trigger: str
     started_at: float
     finished_at: float | None = None
@@ -465,6 +465,8 @@ def _bound_requests_io(requests) -> None:
 
 
 BUSY = "a sync is already running"
+CREDENTIALS_REFUSED = "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD"
+CREDENTIALS_PAUSE_SECS = 6 * 3600  # every login attempt counts toward Tandem's account lockout
 
 
 class Syncer:
@@ -477,6 +479,7 @@ class Syncer:
         self.closed = False
         self.started_at = clock()
         self.consecutive_failures = 0
+        self.paused_until: float | None = None  # timed syncs wait after Tandem refused the credentials
         self.store.interrupt_running(self.started_at)
         last_ok = store.last_run(successful_sync=True)
         self.last_success_at: float | None = last_ok and _parse_iso(last_ok["finished_at"])
@@ -497,7 +500,14 @@ class Syncer:
             if self.current:
                 return self.current, BUSY
             now = self.clock()
-            run = Run(self.store.start_run(trigger, now), trigger, now)
+            if trigger == "timer" and self.paused_until and now < self.paused_until:
+                return None, f"paused until {iso(self.paused_until)}: {CREDENTIALS_REFUSED}"
+            try:
+                run_id = self.store.start_run(trigger, now)
+            except sqlite3.Error as e:  # a failing database must not stop syncs: run unrecorded
+                self.log("error", event="store.failed", error=str(e)[:200])
+                run_id = None
+            run = Run(run_id, trigger, now)
             self.current = run
         work = self._check if kind == "check" else self._sync
         args = (run, days) if kind == "check" else (run, days, pretend, features or self.settings.features)
@@ -514,18 +524,22 @@ class Syncer:
             run.outcome = run.outcome if run.outcome != "running" else "ok"
         except BaseException as e:  # a run ends as failed, whatever tconnectsync raised
             run.outcome, run.error = "failed", self.describe(e)
+            if run.error == CREDENTIALS_REFUSED:
+                self.paused_until = self.clock() + CREDENTIALS_PAUSE_SECS
+                self.log("warn", event="timer.paused", until=iso(self.paused_until), reason=run.error)
         finally:
             _io_deadline.at = None
             self._captures.by_thread.pop(thread_id, None)
             run.finished_at = self.clock()
             self.consecutive_failures = 0 if run.outcome == "ok" else self.consecutive_failures + 1
             if run.outcome == "ok" and run.trigger != "check":
-                self.last_success_at = run.finished_at
+                self.last_success_at, self.paused_until = run.finished_at, None
             self.last_run = run.as_json()
             try:
-                self.store.finish_run(run)
+                if run.id is not None:
+                    self.store.finish_run(run)
             except sqlite3.Error as e:
-                self.log("error", event="store.failed", run_id=run.id, error=str(e))
+                self.log("error", event="store.failed", run_id=run.id, error=str(e)[:200])
             with self._lock:
                 self.current = None
             self.log(event="run.finished", run_id=run.id, trigger=run.trigger, outcome=run.outcome,
@@ -619,7 +633,7 @@ class Syncer:
             else:
                 text = f"could not reach {side} ({host}): {type(error).__name__}"
         elif getattr(error, "status_code", None) == 401 and "login" in str(error).lower():
-            text = "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD"
+            text = CREDENTIALS_REFUSED
         return self.log.redact(" ".join(text.split()))[:500]
 
     # shutdown
@@ -675,8 +689,10 @@ class SyncTimer:
         self._schedule(self.next_delay())
 
     def next_delay(self) -> float:
-        """interval x 2^(failures-1) after consecutive failures, capped at an hour."""
-        failures = self.syncer.consecutive_failures
+        """interval x 2^(failures-1) after consecutive failures, capped at an hour; longer while paused."""
+        failures, paused_until = self.syncer.consecutive_failures, self.syncer.paused_until
+        if paused_until:  # look again when the pause ends, or within the hour if a manual /run lifted it
+            return max(self.interval, min(MAX_BACKOFF_SECS, paused_until - self.syncer.clock()))
         if not failures:
             return self.interval
         return max(self.interval, min(MAX_BACKOFF_SECS, self.interval * 2 ** min(failures - 1, 20)))
@@ -954,6 +970,9 @@ class App:
             response = e.response
         except Rejected as e:
             response = json_response(e.status, {"error": e.reason, "message": e.message})
+        except sqlite3.Error as e:
+            self.log("error", event="store.failed", path=request.path, error=str(e)[:200])
+            response = json_response(503, {"error": f"the database {self.store.path} is failing; see the status page"})
         except Exception as e:  # the error boundary: log once, leak nothing
             self.log("error", event="unhandled", method=request.method, path=request.path,
                      error=f"{type(e).__name__}: {e}"[:300])
@@ -1108,11 +1127,15 @@ def render_status(app: App, show_runs: bool) -> str:
     health, last_ok = app.health()
     if s.missing:
         state = "not configured"
-    elif health == "stale" or (syncer.last_run or {}).get("outcome") == "failed":
+    elif health == "stale" or syncer.paused_until or app.store.failure \
+            or (syncer.last_run or {}).get("outcome") == "failed":
         state = "failing"
     else:
         state = "ok"
-    if app.timer and app.timer.next_at:
+    if syncer.paused_until:
+        next_sync = (f"paused until {iso(syncer.paused_until)}: {CREDENTIALS_REFUSED} "
+                     "(a manual /run tries again now)")
+    elif app.timer and app.timer.next_at:
         next_sync = iso(app.timer.next_at)
     elif app.timer:
         next_sync = "after the current sync"
@@ -1124,19 +1147,25 @@ def render_status(app: App, show_runs: bool) -> str:
         rows.append(("Running now", f"run {syncer.current.id} ({syncer.current.trigger})"))
     if s.missing:
         rows.append(("Missing settings", ", ".join(s.missing)))
-    if s.dt_secrets:
-        count, last = app.store.event_summary(app.clock() - 86400)
-        rows.append(("Data Connector receiver", f"configured; {count} events in the last 24 h; "
-                                                f"last at {iso(last) or 'never'}"))
-    else:
-        rows.append(("Data Connector receiver", "not configured (set DT_SIGNATURE_SECRET)"))
+    receiver, recent_runs = "not configured (set DT_SIGNATURE_SECRET)", []
+    try:
+        if s.dt_secrets:
+            count, last = app.store.event_summary(app.clock() - 86400)
+            receiver = f"configured; {count} events in the last 24 h; last at {iso(last) or 'never'}"
+        recent_runs = app.store.runs(20) if show_runs else []
+    except sqlite3.Error:
+        receiver = "configured; events unknown while the database fails" if s.dt_secrets else receiver
+    rows.append(("Data Connector receiver", receiver))
+    if app.store.failure:
+        rows.append(("Database", f"failing: {app.store.failure} ({app.store.path}); "
+                                 "deliveries are refused with 503 until it works again"))
     rows.append(("Versions", app.versions))
     table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
     runs = ""
     if show_runs:
         items = "".join(f"<tr><td>{r['id']}</td><td>{e(r['trigger'])}</td><td>{r['started_at']}</td>"
                         f"<td>{e(r['outcome'])}</td><td>{r['uploaded']}</td><td>{e(r['error'] or '')}</td></tr>"
-                        for r in app.store.runs(20))
+                        for r in recent_runs)
         runs = ("<h2>Recent runs</h2><table><tr><th>id</th><th>trigger</th><th>started</th><th>outcome</th>"
                 f"<th>uploaded</th><th>error</th></tr>{items}</table>")
     return ("<!doctype html><html><head><meta charset=utf-8><title>tcsync: " + e(state) + "</title></head>"
@@ -1238,12 +1267,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tcsync_wsgi: cannot start: {e}", file=sys.stderr)
         return 2
     try:
-        store = Store(settings.db_path)
+        app = create_app(settings, timer=args.verb in (None, "serve"))
     except (sqlite3.Error, OSError) as e:
         print(f"tcsync_wsgi: cannot use the database {settings.db_path}: {e} (set TCONNECTSYNC_HEROKU_DB)",
               file=sys.stderr)
         return 2
-    app = create_app(settings, store=store, timer=args.verb in (None, "serve"))
     if args.verb in ("sync", "check"):
         if settings.missing:
             print(f"tcsync_wsgi: missing settings: {', '.join(settings.missing)}", file=sys.stderr)

@@ -1,0 +1,295 @@
+"""Faults and hostile input: hung or failing upstreams, backoff, a failing database, junk HTTP, secrets."""
+
+import hashlib
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import (
+    DT_SECRET, NS_SECRET, PASSWORD, SERVICE_SECRET, bearer, call, request, served, wait_for,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_receiver import body_for, sign
+
+import tcsync_wsgi
+
+ALL_SECRETS = (PASSWORD, NS_SECRET, hashlib.sha1(NS_SECRET.encode()).hexdigest(), SERVICE_SECRET, DT_SECRET)
+
+
+def runs_of(address):
+    return json.loads(request(address, "GET", "/runs", bearer())[2])["runs"]
+
+
+def status_page_latencies_until(address, done):
+    """GET / repeatedly until done() is true; returns every latency in seconds."""
+    latencies = []
+    deadline = time.monotonic() + 30
+    while not done() and time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        assert request(address, "GET", "/")[0] == 200
+        latencies.append(time.perf_counter() - t0)
+        time.sleep(0.05)
+    return latencies
+
+
+# Hung upstream -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("side", ["Tandem Source", "Nightscout"])
+def test_a_hung_upstream_fails_the_run_in_time_and_the_site_keeps_answering(make_app, tandem, nightscout, side):
+    hung = tandem if side == "Tandem Source" else nightscout
+    hung.mode = "stall"
+    app, _ = make_app(TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS="2")
+    with served(app) as address:
+        t0 = time.monotonic()
+        assert request(address, "POST", "/run", bearer())[0] == 202
+        latencies = status_page_latencies_until(address, lambda: runs_of(address)[0]["outcome"] != "running")
+        elapsed = time.monotonic() - t0
+        [run] = runs_of(address)
+        assert request(address, "GET", "/run", bearer())[0] == 202  # the lock was released
+    host = hung.url.split("/")[2]
+    assert run["outcome"] == "failed"
+    assert run["error"] == (f"{side} ({host}) did not answer within the sync's time limit "
+                            "(TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS=2)")
+    assert elapsed < 2 + 3
+    assert len(latencies) >= 5 and max(latencies) < 0.5
+
+
+# Outage and recovery -------------------------------------------------------------------------
+
+def test_nightscout_503_fails_runs_health_turns_stale_and_recovers_without_restart(make_app, nightscout):
+    now = [1_900_000_000.0]
+    app, _ = make_app(clock=lambda: now[0], TCONNECTSYNC_HEROKU_STALE_MINS="1")
+    nightscout.mode = "503"
+    with served(app) as address:
+        assert request(address, "GET", "/update", bearer())[0] == 502
+        [run] = runs_of(address)
+        assert run["error"] == ('ApiException: Nightscout last_uploaded_entry 503 response: '
+                                '{"error": "Service Unavailable"} (HTTP 503)')
+        assert json.loads(request(address, "GET", "/healthz")[2])["status"] == "idle"
+        now[0] += 61
+        status, _, body = request(address, "GET", "/healthz")
+        assert (status, json.loads(body)["status"]) == (503, "stale")
+        assert b"tconnectsync service: failing" in request(address, "GET", "/")[2]
+
+        nightscout.mode = "ok"
+        assert request(address, "GET", "/update", bearer())[0] == 200
+        status, _, body = request(address, "GET", "/healthz")
+        assert (status, json.loads(body)["status"]) == (200, "ok")
+        assert b"tconnectsync service: ok" in request(address, "GET", "/")[2]
+    assert len(nightscout.treatments) == 2
+
+
+# Backoff -------------------------------------------------------------------------------------
+
+def test_backoff_doubles_after_each_failure_caps_at_an_hour_and_resets(make_app, nightscout):
+    app, _ = make_app()
+    timer = tcsync_wsgi.SyncTimer(app.syncer, 60, app.log)
+    delays = []
+    for failures in (0, 1, 2, 3, 4, 7, 30):
+        app.syncer.consecutive_failures = failures
+        delays.append(timer.next_delay())
+    assert delays == [60, 60, 120, 240, 480, 3600, 3600]
+    run, _ = app.syncer.start("run")
+    run.done.wait(10)
+    assert run.outcome == "ok" and timer.next_delay() == 60
+
+
+def test_refused_credentials_pause_the_timer_until_a_manual_run(make_app, tandem):
+    tandem.password = "changed-on-tandem"
+    app, log = make_app(timer=True, TCONNECTSYNC_HEROKU_INTERVAL_MINS="0.02")  # 1.2 s
+    app.timer.start()
+    with served(app) as address:
+        wait_for(lambda: log.events("timer.paused"))
+        time.sleep(3.5)  # three more timer intervals: none may log in
+        assert tandem.login_attempts == 1
+        page = request(address, "GET", "/")[2].decode()
+        assert "paused until" in page and "Tandem Source refused the credentials" in page
+        [run] = runs_of(address)
+        assert run["error"] == tcsync_wsgi.CREDENTIALS_REFUSED
+
+        tandem.password = "right-password-Zq81"  # the user fixed it on Tandem's side
+        assert request(address, "GET", "/update", bearer())[0] == 200
+        assert app.syncer.paused_until is None
+        assert "paused until" not in request(address, "GET", "/")[2].decode()
+    app.timer.stop()
+    assert tandem.login_attempts == 2
+
+
+# A failing database --------------------------------------------------------------------------
+
+def corrupt_schema(db_path):
+    """Another process damages the schema, as a bad disk or a stray tool would."""
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("PRAGMA writable_schema=ON")
+    other.execute("UPDATE sqlite_master SET sql = 'CREATE TABLE broken (' WHERE name IN ('runs', 'events')")
+    version = other.execute("PRAGMA schema_version").fetchone()[0]
+    other.execute(f"PRAGMA schema_version={version + 1}")
+    other.close()
+
+
+def test_a_corrupted_database_refuses_deliveries_but_syncs_and_pages_go_on(make_app, nightscout, tmp_path):
+    app, log = make_app(verify_clock=lambda: 1_800_000_000)
+    body = body_for("kept-1")
+    with served(app) as address:
+        assert request(address, "POST", "/", {"X-Dt-Signature": sign(body, now=1_800_000_000)}, body)[0] == 200
+        corrupt_schema(tmp_path / "tcsync.sqlite3")
+
+        body = body_for("lost-1")
+        status, _, answer = request(address, "POST", "/", {"X-Dt-Signature": sign(body, now=1_800_000_000)}, body)
+        assert (status, json.loads(answer)["error"]) == (503, "store_unavailable")
+
+        status, _, text = request(address, "GET", "/update", bearer())
+        assert status == 200 and b"sync ok" in text
+        assert len(nightscout.treatments) == 2
+        [finished] = log.events("run.finished")
+        assert "outcome=ok uploaded=2" in finished and "run_id" not in finished
+
+        status, _, page = request(address, "GET", "/", bearer())
+        assert status == 200
+        assert b"Database</th><td>failing: DatabaseError: malformed database schema" in page
+        assert request(address, "GET", "/healthz")[0] == 200
+        status, _, answer = request(address, "GET", "/runs", bearer())
+        assert status == 503 and b"is failing; see the status page" in answer
+
+
+def test_a_corrupted_database_file_stops_the_start_with_status_2(tmp_path):
+    db = tmp_path / "junk.sqlite3"
+    db.write_bytes(b"this is not a database" * 100)
+    done = subprocess.run([sys.executable, tcsync_wsgi.__file__], env={"TCONNECTSYNC_HEROKU_DB": str(db)},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr == (f"tcsync_wsgi: cannot use the database {db}: file is not a database "
+                           "(set TCONNECTSYNC_HEROKU_DB)\n")
+
+
+# Hostile HTTP --------------------------------------------------------------------------------
+
+def raw_exchange(address, data: bytes, timeout=5.0) -> bytes:
+    """Send raw bytes, half-close, read until the server closes; returns what came back."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return b"".join(chunks)
+
+
+AUTH = f"Authorization: Bearer {SERVICE_SECRET}\r\n".encode()
+HOSTILE = {
+    "garbage request line": b"GARBAGE\r\n\r\n",
+    "bad percent-encoding in path": b"GET /%zz%ff HTTP/1.1\r\nHost: x\r\n\r\n",
+    "non-UTF-8 bytes in path": b"GET /\xff\xfe\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "non-UTF-8 query": b"GET /run?days=\xff HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n",
+    "non-UTF-8 percent-encoded query": b"GET /run?days=%ff HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n",
+    "non-UTF-8 form": (b"POST /run HTTP/1.1\r\nHost: x\r\n" + AUTH +
+                       b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\n\r\ndays=\xff"),
+    "huge header": b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 300_000 + b"\r\n\r\n",
+    "20 KB bearer token": b"GET /runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"t" * 20_000 + b"\r\n\r\n",
+    "enormous days": b"GET /run?days=99999999999999999999 HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n",
+    "negative limit": b"GET /runs?limit=-1 HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n",
+    "unknown method": b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "OPTIONS *": b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bad chunked body": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    "body over waitress's limit": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+    "lying content length": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\nshort",
+    "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+}
+
+
+def test_hostile_requests_get_a_4xx_never_a_5xx_and_the_service_stays_up(make_app):
+    app, log = make_app()
+    with served(app) as address:
+        for name, data in HOSTILE.items():
+            answer = raw_exchange(address, data)
+            status_line = answer.split(b"\r\n", 1)[0]
+            if name in ("lying content length", "body over waitress's limit"):  # waitress waits for a body that
+                # never comes, then drops the connection
+                assert answer == b"" or status_line.split()[1].startswith(b"4"), (name, answer[:200])
+                continue
+            assert status_line.startswith(b"HTTP/1.") and status_line.split()[1].startswith(b"4"), (name, answer[:200])
+        assert request(address, "GET", "/healthz")[0] == 200
+    assert not log.events("unhandled")
+    assert not any("Traceback" in line for line in log)
+    assert app.store.runs(10) == []
+
+
+@pytest.mark.filterwarnings("ignore::wsgiref.validate.WSGIWarning")  # it warns on methods like BREW
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "BREW"]),
+       path=st.one_of(st.sampled_from(["/", "/healthz", "/run", "/update", "/check_login", "/runs", "/events"]),
+                      st.text(st.characters(max_codepoint=255), max_size=30).map(lambda p: "/" + p)),
+       query=st.text(st.characters(max_codepoint=255), max_size=60),
+       headers=st.dictionaries(st.sampled_from(["Authorization", "Content-Type", "X-Dt-Signature", "Cookie",
+                                                "Transfer-Encoding"]),
+                               st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=60), max_size=4),
+       body=st.binary(max_size=200))
+def test_any_request_gets_a_valid_wsgi_answer_below_500(make_app, method, path, query, headers, body):
+    if not hasattr(test_any_request_gets_a_valid_wsgi_answer_below_500, "app"):
+        test_any_request_gets_a_valid_wsgi_answer_below_500.app = make_app()[0]
+    app = test_any_request_gets_a_valid_wsgi_answer_below_500.app
+    status, response_headers, data = call(app, method, path, query, headers, body)
+    assert status < 500, (status, data)
+    assert int(response_headers["Content-Length"]) == (0 if method == "HEAD" else len(data)) or method == "HEAD"
+
+
+# Secrets -------------------------------------------------------------------------------------
+
+def test_no_secret_reaches_a_log_line_a_response_or_the_database(make_app, tandem, nightscout, tmp_path):
+    app, log = make_app(DT_SIGNATURE_SECRET_PREVIOUS="previous-dt-secret-77", verify_clock=lambda: 1_800_000_000)
+    secrets = (*ALL_SECRETS, "previous-dt-secret-77")
+    bodies = []
+
+    def keep(answer):
+        bodies.append(answer[2])
+        bodies.append(json.dumps(answer[1]).encode())
+        return answer
+
+    with served(app) as address:
+        keep(request(address, "GET", "/update", bearer()))
+        keep(request(address, "GET", "/check_login", bearer()))
+        keep(request(address, "GET", "/", bearer()))
+        keep(request(address, "GET", f"/runs?secret={SERVICE_SECRET}"))
+        keep(request(address, "GET", "/runs", bearer("wrong")))
+        keep(request(address, "GET", "/healthz"))
+        for i, secret in enumerate((DT_SECRET, "previous-dt-secret-77", "wrong")):
+            body = body_for(f"s-{i}")
+            keep(request(address, "POST", "/", {"X-Dt-Signature": sign(body, secret=secret, now=1_800_000_000)}, body))
+        keep(request(address, "GET", "/events", bearer()))
+        nightscout.mode = "503"
+        keep(request(address, "GET", "/update", bearer()))
+        nightscout.close()  # connections refused
+        keep(request(address, "GET", "/update", bearer()))
+        keep(request(address, "GET", "/check_login", bearer()))
+        tandem.password = "changed"
+        app.syncer._clients = None  # a new process would log in again
+        keep(request(address, "GET", "/update", bearer()))
+        keep(request(address, "GET", "/", bearer()))
+    assert len(app.store.runs(100)) == 6
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("tcsync.sqlite3*"))
+    everything = b"".join(bodies) + "".join(log).encode() + stored
+    for secret in secrets:
+        assert secret.encode() not in everything, secret
+
+
+def test_secrets_in_a_log_line_from_any_thread_are_redacted(make_app):
+    app, log = make_app()
+    done = threading.Event()
+
+    def other_thread():
+        app.log(event="example", detail=f"token {SERVICE_SECRET} and {PASSWORD}")
+        done.set()
+
+    threading.Thread(target=other_thread).start()
+    done.wait(5)
+    [line] = log.events("example")
+    assert SERVICE_SECRET not in line and PASSWORD not in line
