@@ -44,7 +44,7 @@ ALL_FEATURES = ("BASAL", "BOLUS", "IOB", "PUMP_EVENTS", "PUMP_EVENTS_BASAL_SUSPE
                 "PROFILES", "CGM", "CGM_ALERTS", "DEVICE_STATUS")
 TESTING_FEATURES = ("BOLUS_BG",)  # tconnectsync adds these when ENABLE_TESTING_MODES is true
 DEFAULT_FEATURES = ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
-REQUIRED_FOR_SYNC = ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET")
+MIN_SECRET_CHARS = 8
 
 
 class SettingsError(Exception):
@@ -157,6 +157,10 @@ def load_settings(env=None) -> Settings:
         if not re.match(r"https?://[^/\s]+", ns_url):
             problems.append(f"NS_URL must start with https:// (or http://), got {ns_url!r}")
         ns_url = ns_url.rstrip("/") + "/"  # tconnectsync joins paths onto it
+
+    for name in ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"):
+        if 0 < len(env.get(name, "")) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log
+            problems.append(f"{name} must be at least {MIN_SECRET_CHARS} characters (or unset)")
 
     values = {
         "TCONNECT_EMAIL": env.get("TCONNECT_EMAIL", "").strip(),
@@ -847,6 +851,7 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple = ()
+    log_fields: str = ""  # appended to the request's log line (one write per request)
 
 
 def json_response(status: int, document: Any, headers: tuple = ()) -> Response:
@@ -1003,7 +1008,7 @@ class App:
         start_response(STATUS_LINES[response.status], headers)
         ms = round((time.perf_counter() - t0) * 1000, 1)  # formatted here, not by logfmt: the hot path
         self.log.line(f"at=info event=request method={logfmt_value(request.method)} "
-                      f"path={logfmt_value(request.path)} status={response.status} ms={ms}")
+                      f"path={logfmt_value(request.path)} status={response.status} ms={ms}{response.log_fields}")
         return [b"" if request.method == "HEAD" else response.body]
 
     def dispatch(self, request: Request) -> Response:
@@ -1103,7 +1108,6 @@ class App:
 
     # the Data Connector receiver
     def receive_delivery(self, request: Request) -> Response:
-        t0 = time.perf_counter()
         if not self.settings.dt_secrets:
             raise Rejected(403, "not_configured", "Set DT_SIGNATURE_SECRET to receive Data Connector events.")
         body = request.read_body(MAX_DELIVERY_BYTES)
@@ -1129,9 +1133,10 @@ class App:
                 self.store.prune_events(now)
             except sqlite3.Error as e:  # the delivery is kept: still a 200
                 self.log("error", event="events.prune_failed", error=str(e)[:200])
-        self.log(event="delivery", event_id=event["eventId"], type=event["eventType"],
-                 target=event.get("targetName"), duplicate=duplicate, ms=round((time.perf_counter() - t0) * 1000, 1))
-        return json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
+        response = json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
+        response.log_fields = " " + logfmt(delivery=event["eventId"], type=event["eventType"],
+                                           target=event.get("targetName"), duplicate=duplicate)
+        return response
 
 
 def _versions() -> str:

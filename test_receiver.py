@@ -60,8 +60,10 @@ def test_the_vendors_signed_fixture_deliveries_are_accepted_and_stored(make_app)
         event_id = json.loads(body)["event"]["eventId"]
         assert (status, answer) == (200, {"ok": True, "duplicate": False, "event_id": event_id})
         assert [e["event_id"] for e in events(app) if e["event_id"] == event_id] == [event_id]
-        [line] = log.events("delivery")
-        assert f"event_id={event_id} type={delivery['name']} " in line and "duplicate=False" in line
+        [line] = [line for line in log.events("request") if "delivery=" in line]
+        assert line.startswith("at=info event=request method=POST path=/ status=200 ms=")
+        target = json.loads(body)["event"]["targetName"]
+        assert line.endswith(f" delivery={event_id} type={delivery['name']} target={target} duplicate=False\n")
         assert delivery["headers"]["X-Dt-Signature"] not in "".join(log)
 
 

@@ -43,6 +43,8 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     ({"CACHE_CREDENTIALS": "true"}, "CACHE_CREDENTIALS=true breaks"),
     ({"NS_URL": "my.nightscout.example"}, "NS_URL must start with https://"),
     ({"PORT": "http"}, "PORT must be a TCP port"),
+    ({"TCONNECTSYNC_HEROKU_SECRET": "abc"}, "TCONNECTSYNC_HEROKU_SECRET must be at least 8 characters"),
+    ({"DT_SIGNATURE_SECRET_PREVIOUS": "x"}, "DT_SIGNATURE_SECRET_PREVIOUS must be at least 8 characters"),
     ({"PORT": "\u00b2"}, "PORT must be a TCP port"),
     ({"PUMP_SERIAL_NUMBER": "\u00b2"}, "PUMP_SERIAL_NUMBER must be"),
 ])
@@ -70,8 +72,8 @@ def test_settings_parse_and_derive():
 
 def test_settings_repr_holds_no_secret():
     s = load_settings({"TCONNECT_PASSWORD": PASSWORD, "NS_SECRET": NS_SECRET,
-                       "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET, "DT_SIGNATURE_SECRET": "dt-1"})
-    assert not any(v in repr(s) for v in (PASSWORD, NS_SECRET, SERVICE_SECRET, "dt-1"))
+                       "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET, "DT_SIGNATURE_SECRET": "dt-secret-1"})
+    assert not any(v in repr(s) for v in (PASSWORD, NS_SECRET, SERVICE_SECRET, "dt-secret-1"))
 
 
 def test_our_feature_list_is_tconnectsyncs():
