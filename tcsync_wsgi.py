@@ -1288,8 +1288,13 @@ def serve(app: App) -> int:
     """Serve until SIGTERM/SIGINT, then stop cleanly within Heroku's 30 s."""
     import waitress
 
-    server = waitress.create_server(app, host=app.settings.host, port=app.settings.port, ident="tcsync_wsgi",
-                                    max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True)
+    try:
+        server = waitress.create_server(app, host=app.settings.host, port=app.settings.port, ident="tcsync_wsgi",
+                                        max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True)
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        print(f"tcsync_wsgi: cannot listen on {app.settings.host}:{app.settings.port}: {e.strerror or e}"
+              " (set PORT or LISTEN_PORT, LISTEN_HOST)", file=sys.stderr)
+        return 2
     stopping_at: list[float] = []
 
     def on_signal(signum, frame):

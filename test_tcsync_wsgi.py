@@ -95,6 +95,20 @@ def test_bad_configuration_stops_the_process_with_status_2_and_one_line(tmp_path
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_a_taken_port_stops_the_process_with_status_2(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, tcsync_wsgi.__file__], cwd=tmp_path, capture_output=True, text=True,
+                              env={"LISTEN_HOST": "127.0.0.1", "LISTEN_PORT": str(port)}, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr == (f"tcsync_wsgi: cannot listen on 127.0.0.1:{port}: Address already in use"
+                           " (set PORT or LISTEN_PORT, LISTEN_HOST)\n")
+
+
 # Store ---------------------------------------------------------------------------------------
 
 def test_a_run_left_running_by_a_killed_process_is_interrupted_at_next_start(tmp_path):
