@@ -158,6 +158,13 @@ def bearer(secret=SERVICE_SECRET) -> dict:
     return {"Authorization": f"Bearer {secret}"}
 
 
+def runs_of(address):
+    """GET /runs with the secret; the runs, newest first."""
+    status, _, body = request(address, "GET", "/runs", bearer())
+    assert status == 200
+    return json.loads(body)["runs"]
+
+
 def wait_for(predicate, timeout=20.0, interval=0.02):
     """Poll until predicate() is truthy; fail after timeout."""
     deadline = time.monotonic() + timeout

@@ -296,11 +296,16 @@ class Store:
         rows, _ = self._query(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         return [run_json(*row) for row in rows]
 
-    def last_run(self, successful_sync: bool = False) -> dict | None:
-        """The newest run, or the newest sync that succeeded (checks upload nothing: not counted)."""
-        where = "WHERE outcome = 'ok' AND trigger != 'check'" if successful_sync else ""
-        rows, _ = self._query(f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT 1")
+    def last_run(self) -> dict | None:
+        """The newest run."""
+        rows, _ = self._query(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1")
         return run_json(*rows[0]) if rows else None
+
+    def last_success_at(self) -> float | None:
+        """When the newest successful sync finished (checks upload nothing: not counted)."""
+        [(finished_at,)], _ = self._query(
+            "SELECT MAX(finished_at) FROM runs WHERE outcome = 'ok' AND trigger != 'check'")
+        return finished_at
 
     # events
     def add_event(self, event_id: str, event_type: str, target: str | None, timestamp: str | None,
@@ -390,7 +395,11 @@ class Log:
             atexit.register(self.close)
 
     def line(self, text: str) -> None:
-        text = self.redact(text) + "\n"
+        self.write_redacted(self.redact(text))
+
+    def write_redacted(self, text: str) -> None:
+        """A line that has been through self.redact already."""
+        text += "\n"
         if self._write is None:
             self._queue.put(text)
         else:
@@ -465,10 +474,10 @@ class _Captures:
         self.by_thread: dict[int, list[str]] = {}
 
     def add(self, thread_id: int | None, text: str) -> bool:
-        """Keep text (redacted) for the run on that thread; False if no run is listening there."""
+        """Keep already redacted text for the run on that thread; False if no run is listening there."""
         lines = self.by_thread.get(thread_id)
         if lines is not None and len(lines) < 5000:
-            lines.append(self.log.redact(text))
+            lines.append(text)
         return lines is not None
 
 
@@ -482,7 +491,7 @@ class _TconnectsyncLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         text = self.log.redact(f"{record.levelname} {record.name}: {record.getMessage()}")
         self.captures.add(record.thread, text + "\n")
-        self.log.line(text)
+        self.log.write_redacted(text)
 
 
 class _ThreadStdout:
@@ -492,7 +501,7 @@ class _ThreadStdout:
         self.real, self.captures = real, captures
 
     def write(self, text: str) -> int:
-        if not self.captures.add(threading.get_ident(), text):
+        if not self.captures.add(threading.get_ident(), self.captures.log.redact(text)):
             self.real.write(text)
         return len(text)
 
@@ -544,8 +553,7 @@ class Syncer:
         self.consecutive_failures = 0
         self.paused_until: float | None = None  # timed syncs wait after Tandem refused the credentials
         self.store.interrupt_running(self.started_at)
-        last_ok = store.last_run(successful_sync=True)
-        self.last_success_at: float | None = last_ok and _parse_iso(last_ok["finished_at"])
+        self.last_success_at = store.last_success_at()
         self.last_run: dict | None = store.last_run()
         self._captures = _Captures(log)
         self._tc = None  # the tconnectsync namespace, once imported
@@ -708,10 +716,6 @@ class Syncer:
             self.store.interrupt_running(self.clock())
             return run
         return None
-
-
-def _parse_iso(text: str | None) -> float | None:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 from conftest import (
-    FIXTURE_NOW, NS_SECRET, PASSWORD, SERVICE_SECRET, bearer, request, served, service_env, wait_for,
+    FIXTURE_NOW, NS_SECRET, PASSWORD, SERVICE_SECRET, bearer, request, runs_of, served, service_env, wait_for,
 )
 
 import fakes
@@ -31,12 +31,6 @@ def assert_no_secret(*texts):
         text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
         for secret in SECRETS:
             assert secret not in text
-
-
-def runs_of(address):
-    status, _, body = request(address, "GET", "/runs", bearer())
-    assert status == 200
-    return json.loads(body)["runs"]
 
 
 def test_first_sync_uploads_the_fixture_treatments_and_a_second_uploads_none(make_app, tandem, nightscout,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import (
-    DT_SECRET, NS_SECRET, PASSWORD, SERVICE_SECRET, bearer, call, request, served, wait_for,
+    DT_SECRET, NS_SECRET, PASSWORD, SERVICE_SECRET, bearer, call, request, runs_of, served, wait_for,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,10 +20,6 @@ from test_receiver import body_for, sign
 import tcsync_wsgi
 
 ALL_SECRETS = (PASSWORD, NS_SECRET, hashlib.sha1(NS_SECRET.encode()).hexdigest(), SERVICE_SECRET, DT_SECRET)
-
-
-def runs_of(address):
-    return json.loads(request(address, "GET", "/runs", bearer())[2])["runs"]
 
 
 def status_page_latencies_until(address, done):

@@ -1,9 +1,11 @@
 """In-process tests: settings, store, auth, routes and parameters through wsgiref.validate."""
 
+import io
 import json
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 from conftest import NS_SECRET, PASSWORD, SERVICE_SECRET, LogLines, call, service_env
@@ -165,10 +167,13 @@ def test_redactor_hides_secrets_their_sha1_and_api_secret_values():
 def test_captured_tconnectsync_output_is_redacted():
     log = tcsync_wsgi.Log(LogLines(), redact=tcsync_wsgi.Redactor([NS_SECRET]))
     captures = tcsync_wsgi._Captures(log)
-    captures.by_thread[7] = lines = []
-    assert captures.add(7, f"GET /x?api_secret={NS_SECRET}&y=1 secret {NS_SECRET}\n")
+    captures.by_thread[threading.get_ident()] = lines = []
+    elsewhere = io.StringIO()
+    stdout = tcsync_wsgi._ThreadStdout(elsewhere, captures)  # what a check's prints go through
+    stdout.write(f"GET /x?api_secret={NS_SECRET}&y=1 secret {NS_SECRET}\n")
     assert not captures.add(8, "another thread")
     assert lines == ["GET /x?api_secret=[redacted]&y=1 secret [redacted]\n"]
+    assert elsewhere.getvalue() == ""
 
 
 # Routes --------------------------------------------------------------------------------------
