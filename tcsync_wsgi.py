@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import base64
 import collections
+import csv
 import dataclasses
 import datetime as dt
 import hashlib
 import hmac
 import html
+import io
+import itertools
 import json
 import logging
 import math
@@ -31,7 +35,7 @@ import urllib.parse
 import zoneinfo
 from http import HTTPStatus
 from importlib import metadata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 __version__ = "1.0.0"
@@ -198,7 +202,7 @@ def load_settings(env=None) -> Settings:
 # Store: run history and Data Connector events in SQLite (WAL), behind one lock.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -218,21 +222,143 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp TEXT,
     received_at REAL NOT NULL,
     duplicates INTEGER NOT NULL DEFAULT 0,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    device TEXT,
+    event_time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, event_id);
+CREATE INDEX IF NOT EXISTS events_by_device ON events (device, event_type, event_time);
 """
+# Schema 1 (release 1.0.0) had no device or event_time: added, then filled from each stored event.
+UPGRADE_FROM_1 = ("ALTER TABLE events ADD COLUMN device TEXT",
+                  "ALTER TABLE events ADD COLUMN event_time REAL NOT NULL DEFAULT 0")
 KEEP_RUNS = 1000
 KEEP_EVENTS = 100_000
 KEEP_EVENTS_SECS = 30 * 86400
+EXPORT_BATCH = 1000  # rows per query while streaming an export: bounded memory, short lock holds
 RUN_COLUMNS = "id, trigger, started_at, finished_at, outcome, uploaded, last_event_seq, error"
+EVENT_COLUMNS = "event_id, event_type, target, timestamp, received_at, duplicates, body, device, event_time"
 
 
-def iso(ts: float | None) -> str | None:
+def iso(ts: float | None, timespec: str = "seconds") -> str | None:
     """UTC ISO-8601 with a Z, or None."""
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+class StoreError(Exception):
+    """The database failed; the message says how."""
+
+
+def device_of(target: str | None) -> str | None:
+    """The device id: the last segment of targetName (projects/p/devices/d1 -> d1)."""
+    return target.rsplit("/", 1)[-1] or None if target else None
+
+
+def event_time_of(timestamp: str | None, received_at: float) -> float:
+    """The event's own time in Unix seconds (the vendor writes up to 9 fractional digits); else its receive time."""
+    try:
+        when = dt.datetime.fromisoformat(timestamp)
+        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return received_at
+
+
+# What each event type measures, from the vendor's python-client (disruptive/events/events.py):
+# event type -> (kind, field of data[event type], unit) per reading. A touch is its own reading.
+STATE_TYPES = ("objectPresent", "waterPresent", "contact", "motion", "deskOccupancy")
+READINGS: dict[str, tuple[tuple[str, str | None, str | None], ...]] = {
+    "temperature": (("temperature", "value", "°C"),),
+    "humidity": (("temperature", "temperature", "°C"), ("humidity", "relativeHumidity", "%")),
+    "co2": (("co2", "ppm", "ppm"),),
+    "pressure": (("pressure", "pascal", "Pa"),),
+    **{name: ((name, "state", None),) for name in STATE_TYPES},
+    "touch": (("touch", None, None),),
+    "touchCount": (("touchCount", "total", None),),
+    "objectPresentCount": (("objectPresentCount", "total", None),),
+    "batteryStatus": (("batteryStatus", "percentage", "%"),),
+    "networkStatus": (("networkStatus", "signalStrength", "%"),),
+}
+NUMERIC_KINDS = ("temperature", "humidity", "co2", "pressure")
+SOURCES_OF_KIND = {kind: tuple(t for t, spec in READINGS.items() if any(k == kind for k, _, _ in spec))
+                   for kind in NUMERIC_KINDS}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def readings_of(event_type: str, data: Any) -> list[tuple[str, Any, str | None]]:
+    """(kind, value, unit) for each reading an event carries; [] for other types or data that does not fit."""
+    spec = READINGS.get(event_type)
+    fields = data.get(event_type) if isinstance(data, dict) else None
+    if spec is None or not isinstance(fields, dict):
+        return []
+    readings = []
+    for kind, field, unit in spec:
+        value = "touched" if field is None else fields.get(field)
+        if not (isinstance(value, str) if field in ("state", None) else _is_number(value)):
+            return []
+        readings.append((kind, value, unit))
+    return readings
+
+
+def reading_json(event_type: str, data: Any) -> dict | list | None:
+    """An event's reading as /events shows it: {"value", "unit"} (temperature adds its samples), a list for
+    humidity (temperature, then relative humidity), or None."""
+    readings = [{"value": value, "unit": unit} for _, value, unit in readings_of(event_type, data)]
+    if not readings:
+        return None
+    if event_type == "temperature" and isinstance(data["temperature"].get("samples"), list):
+        readings[0]["samples"] = [{"value": s["value"], "at": s.get("sampleTime")}
+                                  for s in data["temperature"]["samples"]
+                                  if isinstance(s, dict) and _is_number(s.get("value"))]
+    return readings if len(readings) > 1 else readings[0]
+
+
+def _document(body: bytes) -> tuple[dict, dict]:
+    """(event, labels) of a stored delivery body; it was checked when it arrived."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}, {}
+    labels = document.get("labels")
+    return document.get("event", {}), labels if isinstance(labels, dict) else {}
+
+
+def event_json(row: tuple) -> dict:
+    """One stored event as /events shows it: its data exactly as received, its labels, its reading."""
+    event_id, event_type, target, timestamp, received_at, duplicates, body, device, event_time = row
+    event, labels = _document(bytes(body))
+    data = event.get("data")
+    return {"event_id": event_id, "event_type": event_type, "target": target, "device": device,
+            "timestamp": timestamp, "event_time": iso(event_time, "milliseconds"), "received_at": iso(received_at),
+            "duplicates": duplicates, "data": data, "labels": labels, "reading": reading_json(event_type, data)}
+
+
+@dataclasses.dataclass(frozen=True)
+class EventQuery:
+    """Which events a listing or an export covers; times are Unix seconds, until is exclusive."""
+
+    event_type: str | None = None
+    device: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def where(self, cursor: tuple[float, str] | None = None, direction: str = "<") -> tuple[str, list]:
+        """A WHERE clause and its arguments; a cursor keeps rows strictly before (<) or after (>) it."""
+        clauses, args = ["1 = 1"], []
+        for clause, value in (("event_type = ?", self.event_type), ("device = ?", self.device),
+                              ("event_time >= ?", self.since), ("event_time < ?", self.until)):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        if cursor is not None:
+            clauses.append(f"(event_time, event_id) {direction} (?, ?)")
+            args.extend(cursor)
+        return " AND ".join(clauses), args
 
 
 class Store:
@@ -246,14 +372,35 @@ class Store:
         # them on every GET, and COUNT(*) in SQLite walks every row (0.35 ms at 20 000 events).
         self._recent: collections.deque[float] | None = None
         self._last_received: float | None = None
-        self._db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.Error as e:
+            raise StoreError(str(e)) from None
+
+    def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"schema version {version} is newer than this program's")
-        self._db.executescript(SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if version == 1:
+                for statement in UPGRADE_FROM_1:
+                    self._db.execute(statement)
+                rows = self._db.execute("SELECT event_id, target, timestamp, received_at FROM events").fetchall()
+                self._db.executemany("UPDATE events SET device = ?, event_time = ? WHERE event_id = ?",
+                                     [(device_of(target), event_time_of(timestamp, received_at), event_id)
+                                      for event_id, target, timestamp, received_at in rows])
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _query(self, sql: str, args=()) -> tuple[list, int]:
         """(rows, rowcount). fetchall() runs the statement to its end, so it is committed here."""
@@ -263,7 +410,7 @@ class Store:
                 rows = cursor.fetchall()
             except sqlite3.Error as e:
                 self.failure = f"{type(e).__name__}: {e}"
-                raise
+                raise StoreError(str(e)) from None
             self.failure = None
             return rows, cursor.rowcount
 
@@ -308,14 +455,14 @@ class Store:
         return finished_at
 
     # events
-    def add_event(self, event_id: str, event_type: str, target: str | None, timestamp: str | None,
-                  received_at: float, body: bytes) -> bool:
+    def add_event(self, event: dict, received_at: float, body: bytes) -> bool:
         """Keep a delivery; True if this eventId was already kept (then only its counter moves)."""
+        target, timestamp = event.get("targetName"), event.get("timestamp")
         [(duplicates,)], _ = self._query(
-            "INSERT INTO events (event_id, event_type, target, timestamp, received_at, body)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (event_id) DO UPDATE SET duplicates = duplicates + 1 RETURNING duplicates",
-            (event_id, event_type, target, timestamp, received_at, body))
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)"
+            " ON CONFLICT (event_id) DO UPDATE SET duplicates = events.duplicates + 1 RETURNING duplicates",
+            (event["eventId"], event["eventType"], target, timestamp, received_at, body,
+             device_of(target), event_time_of(timestamp, received_at)))
         if not duplicates and self._recent is not None:
             with self._lock:
                 self._recent.append(received_at)
@@ -323,18 +470,67 @@ class Store:
         return duplicates > 0
 
     def prune_events(self, now: float) -> None:
-        """Keep 30 days and at most KEEP_EVENTS events."""
+        """Keep 30 days and at most KEEP_EVENTS events, the newest."""
         self._query("DELETE FROM events WHERE received_at < ?", (now - KEEP_EVENTS_SECS,))
-        self._query("DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
-                    " ORDER BY received_at DESC LIMIT -1 OFFSET ?)", (KEEP_EVENTS,))
+        self._query("DELETE FROM events WHERE received_at < (SELECT received_at FROM events"
+                    " ORDER BY received_at DESC LIMIT 1 OFFSET ?)", (KEEP_EVENTS - 1,))
 
-    def events(self, limit: int, event_type: str | None) -> list[dict]:
-        """Newest first, optionally of one type."""
-        rows, _ = self._query("SELECT event_id, event_type, target, timestamp, received_at, duplicates FROM events"
-                              " WHERE ?1 IS NULL OR event_type = ?1 ORDER BY received_at DESC, rowid DESC LIMIT ?2",
-                              (event_type, limit))
-        return [{"event_id": r[0], "event_type": r[1], "target": r[2], "timestamp": r[3],
-                 "received_at": iso(r[4]), "duplicates": r[5]} for r in rows]
+    def events(self, limit: int, query: EventQuery = EventQuery(),
+               before: tuple[float, str] | None = None) -> tuple[list[dict], tuple[float, str] | None]:
+        """Newest first by the event's own time, and where to continue if more match (else None).
+
+        The order is total (event_time, then event_id), so a listing continued with `before` returns
+        every event once, also while deliveries arrive."""
+        where, args = query.where(before, "<")
+        rows, _ = self._query(f"SELECT {EVENT_COLUMNS} FROM events WHERE {where}"
+                              " ORDER BY event_time DESC, event_id DESC LIMIT ?", (*args, limit + 1))
+        more = (rows[limit - 1][8], rows[limit - 1][0]) if len(rows) > limit else None
+        return [event_json(row) for row in rows[:limit]], more
+
+    def export_rows(self, query: EventQuery) -> Iterator[tuple]:
+        """Every matching event row, oldest first, read EXPORT_BATCH at a time (the lock is free between)."""
+        cursor = None
+        while True:
+            where, args = query.where(cursor, ">")
+            rows, _ = self._query(f"SELECT {EVENT_COLUMNS} FROM events WHERE {where}"
+                                  " ORDER BY event_time, event_id LIMIT ?", (*args, EXPORT_BATCH))
+            yield from rows
+            if len(rows) < EXPORT_BATCH:
+                return
+            cursor = (rows[-1][8], rows[-1][0])
+
+    def sensors(self) -> list[dict]:
+        """One entry per device: its names, when it was last heard, and its newest reading of each kind."""
+        rows, _ = self._query(
+            "SELECT e.device, e.event_type, e.target, e.body, e.event_time FROM events e JOIN"
+            " (SELECT device, event_type, MAX(event_time) AS newest FROM events WHERE device IS NOT NULL"
+            "  GROUP BY device, event_type) m"
+            " ON e.device = m.device AND e.event_type = m.event_type AND e.event_time = m.newest"
+            " ORDER BY e.device, e.event_time, e.event_id")
+        sensors: dict[str, dict] = {}
+        for device, event_type, target, body, event_time in rows:  # oldest first: newer ones overwrite
+            event, labels = _document(bytes(body))
+            sensor = sensors.setdefault(device, {"device": device, "readings": {}})
+            sensor.update(target=target, name=labels.get("name") if isinstance(labels.get("name"), str) else None,
+                          last_event_at=event_time)
+            for kind, value, unit in readings_of(event_type, event.get("data")):
+                sensor["readings"][kind] = {"value": value, "unit": unit, "at": iso(event_time)}
+        for sensor in sensors.values():
+            sensor["last_event_at"] = iso(sensor["last_event_at"])
+        return list(sensors.values())
+
+    def series(self, device: str, kind: str, since: float) -> list[tuple[float, float]]:
+        """(event time, value) of one numeric kind of one device since a time, oldest first."""
+        types = SOURCES_OF_KIND[kind]
+        rows, _ = self._query(
+            f"SELECT event_type, event_time, body FROM events WHERE device = ? AND event_time >= ?"
+            f" AND event_type IN ({', '.join('?' * len(types))}) ORDER BY event_time, event_id",
+            (device, since, *types))
+        points = []
+        for event_type, event_time, body in rows:
+            event, _ = _document(bytes(body))
+            points += [(event_time, value) for k, value, _ in readings_of(event_type, event.get("data")) if k == kind]
+        return points
 
     def event_summary(self, since: float) -> tuple[int, float | None]:
         """Events kept that were received since a time (within the last day), and the newest receive time."""
@@ -575,7 +771,7 @@ class Syncer:
                 return None, f"paused until {iso(self.paused_until)}: {CREDENTIALS_REFUSED}"
             try:
                 run_id = self.store.start_run(trigger, now)
-            except sqlite3.Error as e:  # a failing database must not stop syncs: run unrecorded
+            except StoreError as e:  # a failing database must not stop syncs: run unrecorded
                 self.log("error", event="store.failed", error=str(e)[:200])
                 run_id = None
             run = Run(run_id, trigger, now)
@@ -609,7 +805,7 @@ class Syncer:
             try:
                 if run.id is not None:
                     self.store.finish_run(run)
-            except sqlite3.Error as e:
+            except StoreError as e:
                 self.log("error", event="store.failed", run_id=run.id, error=str(e)[:200])
             with self._lock:
                 self.current = None
@@ -897,6 +1093,7 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple = ()
     log_fields: str = ""  # appended to the request's log line (one write per request)
+    stream: Iterable[bytes] | None = None  # a large answer, sent as it is produced instead of body
 
 
 def json_response(status: int, document: Any, headers: tuple = ()) -> Response:
@@ -1001,6 +1198,80 @@ def check_params(params: dict[str, str], allowed: tuple[str, ...]) -> None:
             raise HTTPError(400, f"unknown parameter {name[:40]!r}; this route takes {', '.join(allowed) or 'none'}")
 
 
+EVENT_FILTERS = ("type", "device", "since", "until")
+
+
+def time_param(params: dict[str, str], name: str) -> float | None:
+    """ISO 8601 with Z or an offset, or Unix seconds; 400 naming the parameter otherwise."""
+    raw = params.get(name, "").strip()
+    if name not in params:
+        return None
+    if re.fullmatch(r"[0-9]{1,11}(\.[0-9]{1,9})?", raw):
+        return float(raw)
+    try:  # an unencoded + in "+01:00" arrives as a space
+        when = dt.datetime.fromisoformat(raw.replace(" ", "+") if "T" in raw else raw)
+        if when.tzinfo is not None:
+            return when.timestamp()
+    except (ValueError, OverflowError, OSError):
+        pass
+    raise HTTPError(400, f"{name} must be an ISO 8601 time with Z or an offset (2026-11-22T08:00:00Z)"
+                         f" or Unix seconds, got {raw[:40]!r}")
+
+
+def event_query(params: dict[str, str]) -> EventQuery:
+    """The event filters of /events and the exports."""
+    device = params.get("device")
+    if device is not None and not re.fullmatch(r"[^/\s]{1,200}", device):
+        raise HTTPError(400, f"device must be a device id (the last part of targetName), got {device[:40]!r}")
+    return EventQuery(params.get("type"), device, time_param(params, "since"), time_param(params, "until"))
+
+
+def encode_cursor(cursor: tuple[float, str]) -> str:
+    """An opaque /events cursor: where the listing stopped."""
+    return base64.urlsafe_b64encode(f"{cursor[0]!r} {cursor[1]}".encode()).decode().rstrip("=")
+
+
+def cursor_param(params: dict[str, str]) -> tuple[float, str] | None:
+    raw = params.get("before")
+    if raw is None:
+        return None
+    try:
+        text = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
+        event_time, event_id = text.split(" ", 1)
+        if math.isfinite(float(event_time)) and event_id:
+            return float(event_time), event_id
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        pass
+    raise HTTPError(400, "before must be the \"next\" value of an earlier /events answer")
+
+
+def ndjson_line(row: tuple) -> bytes:
+    """The delivery exactly as received, one per line (line breaks, JSON whitespace, become spaces)."""
+    body = bytes(row[6])
+    return (body.replace(b"\r", b" ").replace(b"\n", b" ") if b"\n" in body or b"\r" in body else body) + b"\n"
+
+
+CSV_HEADER = ("event_time", "received_at", "device", "name", "event_type", "value", "unit", "event_id")
+
+
+def csv_line(cells) -> bytes:
+    out = io.StringIO()
+    # A spreadsheet runs a cell starting with = + - @ as a formula: text cells get a leading '.
+    csv.writer(out).writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c
+                              for c in cells])
+    return out.getvalue().encode()
+
+
+def csv_lines(row: tuple) -> bytes:
+    """One row per reading (humidity: temperature, then relative humidity), one row if none."""
+    event_id, event_type, _, _, received_at, _, body, device, event_time = row
+    event, labels = _document(bytes(body))
+    name = labels.get("name") if isinstance(labels.get("name"), str) else ""
+    readings = [(value, unit or "") for _, value, unit in readings_of(event_type, event.get("data"))] or [("", "")]
+    return b"".join(csv_line((iso(event_time, "milliseconds"), iso(received_at), device or "", name, event_type,
+                              value, unit, event_id)) for value, unit in readings)
+
+
 def limit_param(params: dict[str, str]) -> int:
     raw = params.get("limit", "50").strip()
     if not (is_digits(raw) and len(raw) <= 4 and 1 <= int(raw) <= 1000):
@@ -1026,6 +1297,9 @@ class App:
             "/check_login": {"GET": self.check_login, "POST": self.check_login},
             "/runs": {"GET": self.runs, "HEAD": self.runs},
             "/events": {"GET": self.events, "HEAD": self.events},
+            "/events.ndjson": {"GET": self.events_ndjson},
+            "/events.csv": {"GET": self.events_csv},
+            "/sensors": {"GET": self.sensors, "HEAD": self.sensors},
         }
 
     def __call__(self, environ, start_response):
@@ -1041,19 +1315,21 @@ class App:
             response = e.response
         except Rejected as e:
             response = json_response(e.status, {"error": e.reason, "message": e.message})
-        except sqlite3.Error as e:
+        except StoreError as e:
             self.log("error", event="store.failed", path=request.path, error=str(e)[:200])
             response = json_response(503, {"error": f"the database {self.store.path} is failing; see the status page"})
         except Exception as e:  # the error boundary: log once, leak nothing
             self.log("error", event="unhandled", method=request.method, path=request.path,
                      error=f"{type(e).__name__}: {e}"[:300])
             response = text_response(500, "Internal error; the service log has the details.\n")
-        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
-                   ("Cache-Control", "no-store"), *response.headers]
+        length = () if response.stream is not None else (("Content-Length", str(len(response.body))),)
+        headers = [("Content-Type", response.content_type), *length, ("Cache-Control", "no-store"), *response.headers]
         start_response(STATUS_LINES[response.status], headers)
         ms = round((time.perf_counter() - t0) * 1000, 1)  # formatted here, not by logfmt: the hot path
         self.log.line(f"at=info event=request method={logfmt_value(request.method)} "
                       f"path={logfmt_value(request.path)} status={response.status} ms={ms}{response.log_fields}")
+        if response.stream is not None:
+            return response.stream
         return [b"" if request.method == "HEAD" else response.body]
 
     def dispatch(self, request: Request) -> Response:
@@ -1127,9 +1403,47 @@ class App:
 
     def events(self, request: Request) -> Response:
         self.authorize(request)
-        check_params(request.params(), ("limit", "type"))
+        check_params(request.params(), ("limit", "before", *EVENT_FILTERS))
         params = request.params()
-        return json_response(200, {"events": self.store.events(limit_param(params), params.get("type"))})
+        before = cursor_param(params)
+        items, more = self.store.events(limit_param(params), event_query(params), before)
+        return json_response(200, {"events": items, **({"next": encode_cursor(more)} if more else {})})
+
+    def _export(self, request: Request, content_type: str, lines: Callable[[tuple], bytes],
+                header: bytes = b"") -> Response:
+        """Every matching event, oldest first, streamed from the store in batches."""
+        self.authorize(request)
+        check_params(request.params(), EVENT_FILTERS)
+        rows = self.store.export_rows(event_query(request.params()))
+        first = next(rows, None)  # a failing database is a 503 now, not a cut-off 200 later
+        return Response(200, content_type=content_type,
+                        stream=self._stream(header, itertools.chain(() if first is None else (first,), rows), lines))
+
+    def _stream(self, header: bytes, rows: Iterator[tuple], lines: Callable[[tuple], bytes]) -> Iterator[bytes]:
+        chunk = [header]
+        size = len(header)
+        try:
+            for row in rows:
+                chunk.append(lines(row))
+                size += len(chunk[-1])
+                if size >= 65536:  # one write per 64 KiB, not per event
+                    yield b"".join(chunk)
+                    chunk, size = [], 0
+        except StoreError as e:  # the status line is sent: the only signal left is a cut-off answer
+            self.log("error", event="export.failed", error=str(e)[:200])
+            raise
+        yield b"".join(chunk)
+
+    def events_ndjson(self, request: Request) -> Response:
+        return self._export(request, "application/x-ndjson", ndjson_line)
+
+    def events_csv(self, request: Request) -> Response:
+        return self._export(request, "text/csv; charset=utf-8", csv_lines, csv_line(CSV_HEADER))
+
+    def sensors(self, request: Request) -> Response:
+        self.authorize(request)
+        check_params(request.params(), ())
+        return json_response(200, {"sensors": self.store.sensors()})
 
     # public routes
     def health(self) -> tuple[str, float | None]:
@@ -1167,20 +1481,23 @@ class App:
         event = parse_event(body)
         now = self.clock()
         try:
-            duplicate = self.store.add_event(event["eventId"], event["eventType"], event.get("targetName"),
-                                             event.get("timestamp"), now, body)
-        except sqlite3.Error as e:
+            duplicate = self.store.add_event(event, now, body)
+        except StoreError as e:
             self.log("error", event="delivery.store_failed", error=str(e)[:200])
             raise Rejected(503, "store_unavailable", "the event could not be stored; retry later") from None
         self._deliveries += 1
         if self._deliveries % 1000 == 1:
             try:
                 self.store.prune_events(now)
-            except sqlite3.Error as e:  # the delivery is kept: still a 200
+            except StoreError as e:  # the delivery is kept: still a 200
                 self.log("error", event="events.prune_failed", error=str(e)[:200])
         response = json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
-        response.log_fields = " " + logfmt(delivery=event["eventId"], type=event["eventType"],
-                                           target=event.get("targetName"), duplicate=duplicate)
+        readings = readings_of(event["eventType"], event.get("data"))
+        response.log_fields = " " + logfmt(
+            delivery=event["eventId"], type=event["eventType"], target=event.get("targetName"),
+            device=device_of(event.get("targetName")), duplicate=duplicate,
+            reading=",".join(str(value) for _, value, _ in readings) or None,
+            unit=",".join(unit or "" for _, _, unit in readings) if any(u for _, _, u in readings) else None)
         return response
 
 
@@ -1226,7 +1543,7 @@ def render_status(app: App, show_runs: bool) -> str:
             count, last = app.store.event_summary(app.clock() - 86400)
             receiver = f"configured; {count} events in the last 24 h; last at {iso(last) or 'never'}"
         recent_runs = app.store.runs(20) if show_runs else []
-    except sqlite3.Error:
+    except StoreError:
         receiver = "configured; events unknown while the database fails" if s.dt_secrets else receiver
     rows.append(("Data Connector receiver", receiver))
     if app.store.failure:
@@ -1346,7 +1663,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         app = create_app(settings, timer=args.verb in (None, "serve"))
-    except (sqlite3.Error, OSError) as e:
+    except (StoreError, OSError) as e:
         print(f"tcsync_wsgi: cannot use the database {settings.db_path}: {e} (set TCONNECTSYNC_HEROKU_DB)",
               file=sys.stderr)
         return 2

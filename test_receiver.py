@@ -63,7 +63,9 @@ def test_the_vendors_signed_fixture_deliveries_are_accepted_and_stored(make_app)
         [line] = [line for line in log.events("request") if "delivery=" in line]
         assert line.startswith("at=info event=request method=POST path=/ status=200 ms=")
         target = json.loads(body)["event"]["targetName"]
-        assert line.endswith(f" delivery={event_id} type={delivery['name']} target={target} duplicate=False\n")
+        reading = {"touch": "reading=touched", "temperature": "reading=27 unit=°C"}[delivery["name"]]
+        assert line.endswith(f" delivery={event_id} type={delivery['name']} target={target}"
+                             f" device={target.rsplit('/', 1)[1]} duplicate=False {reading}\n")
         assert delivery["headers"]["X-Dt-Signature"] not in "".join(log)
 
 
@@ -81,7 +83,9 @@ def test_a_duplicate_is_200_and_keeps_the_first_delivery(app, tmp_path):
     assert post(app, second) == (200, {"ok": True, "duplicate": True, "event_id": "dup-1"})
     [stored] = events(app)
     assert stored == {"event_id": "dup-1", "event_type": "temperature", "target": "projects/p/devices/d",
-                      "timestamp": "2027-01-15T08:00:00Z", "received_at": "2027-01-15T08:00:00Z", "duplicates": 2}
+                      "device": "d", "timestamp": "2027-01-15T08:00:00Z", "event_time": "2027-01-15T08:00:00.000Z",
+                      "received_at": "2027-01-15T08:00:00Z", "duplicates": 2,
+                      "data": {"temperature": {"value": 4.5}}, "labels": {}, "reading": {"value": 4.5, "unit": "°C"}}
     db = sqlite3.connect(tmp_path / "tcsync.sqlite3")
     assert db.execute("SELECT body FROM events").fetchall() == [(first,)]
 
@@ -189,7 +193,7 @@ def test_only_sha1_or_only_sha256_present_is_enough(app):
 
 class FailingStore(tcsync_wsgi.Store):
     def add_event(self, *args):
-        raise sqlite3.OperationalError("disk I/O error")
+        raise tcsync_wsgi.StoreError("disk I/O error")
 
 
 def test_a_store_failure_is_503_so_the_vendor_retries(make_app):
@@ -285,7 +289,7 @@ def test_accepted_iff_valid_hs256_right_secret_and_every_present_checksum_matche
 def test_events_older_than_30_days_are_pruned(make_app):
     now = [NOW - 31 * 86400]
     app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: now[0])
-    app.store.add_event("old-1", "touch", None, None, now[0], b"{}")
+    app.store.add_event({"eventId": "old-1", "eventType": "touch"}, now[0], b"{}")
     now[0] = NOW
     assert post(app, body_for("new-1"))[0] == 200  # the first delivery prunes
     assert [e["event_id"] for e in events(app)] == ["new-1"]
