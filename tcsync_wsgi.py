@@ -1610,8 +1610,11 @@ def serve(app: App) -> int:
     import waitress
 
     try:
+        # outbuf_high_watermark: a streamed export waits for the client past 1 MiB buffered instead of
+        # waitress's 16 MiB (measured by bench/export.py: +20 MB -> +5 MB for 100 000 events).
         server = waitress.create_server(app, host=app.settings.host, port=app.settings.port, ident="tcsync_wsgi",
-                                        max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True)
+                                        max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True,
+                                        outbuf_high_watermark=1024 * 1024)
     except OSError as e:  # the port is taken, or the address is not this machine's
         print(f"tcsync_wsgi: cannot listen on {app.settings.host}:{app.settings.port}: {e.strerror or e}"
               " (set PORT or LISTEN_PORT, LISTEN_HOST)", file=sys.stderr)
