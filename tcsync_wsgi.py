@@ -510,7 +510,8 @@ class Store:
         sensors: dict[str, dict] = {}
         for device, event_type, target, body, event_time in rows:  # oldest first: newer ones overwrite
             event, labels = _document(bytes(body))
-            sensor = sensors.setdefault(device, {"device": device, "readings": {}})
+            sensor = sensors.setdefault(device, {"device": device, "target": None, "name": None,
+                                                 "last_event_at": None, "readings": {}})
             sensor.update(target=target, name=labels.get("name") if isinstance(labels.get("name"), str) else None,
                           last_event_at=event_time)
             for kind, value, unit in readings_of(event_type, event.get("data")):
