@@ -103,7 +103,10 @@ class _FakeServer:
         for name, value in {**headers, "Content-Length": str(len(data))}.items():
             handler.send_header(name, value)
         handler.end_headers()
-        handler.wfile.write(data)
+        try:
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client is gone (a killed service process)
 
     def _route(self, method, path, query, headers, body):
         """Answer one request as (status, JSON-able or bytes payload, headers)."""
@@ -137,6 +140,9 @@ class FakeTandem(_FakeServer):
         self.login_attempts = 0
         self.logins = 0
         self.data_requests = 0
+        self.pump_log_secs = 0.0  # hold each pump-log answer this long (to see syncs overlap)
+        self.pump_logs_in_flight = 0
+        self.most_pump_logs_in_flight = 0  # more than 1: two syncs fetched at the same moment
         self._challenges = {}
         self._tokens = set()
         super().__init__()
@@ -260,6 +266,12 @@ class FakeTandem(_FakeServer):
         if kind == "pumper" and ident == self.pumper_id:
             return 200, self.pumper, {}
         if kind == "pump-logs" and any(p["assignmentId"] == ident for p in self.pumper["pumps"]):
+            with self._lock:
+                self.pump_logs_in_flight += 1
+                self.most_pump_logs_in_flight = max(self.most_pump_logs_in_flight, self.pump_logs_in_flight)
+            self._released.wait(self.pump_log_secs)
+            with self._lock:
+                self.pump_logs_in_flight -= 1
             return 200, {"events": events, "clockChanges": []}, {}
         return 404, {"error": "not found"}, {}
 

@@ -883,6 +883,7 @@ def _bound_requests_io(requests) -> None:
 
 
 BUSY = "a sync is already running"
+SHARED_STATE_SECS = 2.0  # how old another process's runs may look on /healthz and the status page
 CREDENTIALS_REFUSED = "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD"
 CREDENTIALS_PAUSE_SECS = 6 * 3600  # every login attempt counts toward Tandem's account lockout
 
@@ -906,6 +907,7 @@ class Syncer:
                 release()
         self.last_success_at = store.last_success_at()
         self.last_run: dict | None = store.last_run()
+        self._refreshed_at = time.monotonic()
         self._captures = _Captures(log)
         self._tc = None  # the tconnectsync namespace, once imported
         self._clients = None  # (TConnectApi, NightscoutApi), created once
@@ -939,6 +941,21 @@ class Syncer:
         args = (run, days) if kind == "check" else (run, days, pretend, features or self.settings.features)
         threading.Thread(target=self._execute, args=(run, work, args), name=f"run-{run.id}", daemon=True).start()
         return run, None
+
+    def refresh(self) -> None:
+        """Take in the runs other processes recorded (another dyno, a cron sync), at most every few seconds."""
+        now = time.monotonic()
+        if now < self._refreshed_at + SHARED_STATE_SECS:
+            return
+        self._refreshed_at = now
+        try:
+            last_ok, last_run = self.store.last_success_at(), self.store.last_run()
+        except StoreError:
+            return  # what this process knows stays
+        if last_ok is not None and last_ok > (self.last_success_at or 0):
+            self.last_success_at = last_ok
+        if last_run and (self.last_run is None or last_run["started_at"] >= self.last_run["started_at"]):
+            self.last_run = last_run
 
     def _take_sync_lock(self) -> Callable[[], None] | None:
         """The lock every process syncing into this store shares: its release, or None if another holds it."""
@@ -1616,8 +1633,9 @@ class App:
 
     # public routes
     def health(self) -> tuple[str, float | None]:
-        """("ok" | "stale" | "idle", last success time)."""
+        """("ok" | "stale" | "idle", last success time), whichever process synced."""
         syncer, now = self.syncer, self.clock()
+        syncer.refresh()
         last_ok = syncer.last_success_at
         expected = self.timer is not None or syncer.last_run is not None
         since = last_ok if last_ok is not None else syncer.started_at
