@@ -470,6 +470,9 @@ class Store:
         with self._locks[kind]:
             try:
                 result = self._execute(kind, sql, args)
+            except StoreError as e:  # no connection
+                self.failure = str(e)
+                raise
             except self.errors as e:
                 error = self._error(e)
                 self.failure = f"{type(e).__name__}: {error}"
