@@ -641,9 +641,7 @@ class PostgresStore(Store):
         info = conninfo_to_dict(url)
         self._password = info.get("password") or ""
         host = info.get("host") or ""
-        self._options: dict[str, Any] = {}
-        if "sslmode" not in info and host not in LOCAL_HOSTS and not host.startswith("/"):
-            self._options["sslmode"] = "require"  # Heroku's URL names no sslmode; never send data in clear
+        self._options = tls_options(info)
         self._url = url
         port, name = info.get("port", "5432"), info.get("dbname", "")
         super().__init__(f"postgresql://{info.get('user', '')}@{host}:{port}/{name}")  # no password
@@ -698,6 +696,14 @@ class PostgresStore(Store):
             raise self._error(e) from None
         db.close()
         return None
+
+
+def tls_options(conninfo: dict) -> dict:
+    """sslmode=require to any other machine unless the URL chose a mode: Heroku's URLs name none."""
+    host = conninfo.get("host") or ""
+    if "sslmode" in conninfo or host in LOCAL_HOSTS or host.startswith("/"):
+        return {}
+    return {"sslmode": "require"}
 
 
 def open_store(settings: Settings) -> Store:
