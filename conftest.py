@@ -78,12 +78,25 @@ class LogLines(list):
 
 
 @pytest.fixture
-def make_app(tandem, nightscout, tmp_path):
+def backend():
+    """The store behind make_app: "sqlite"; a module parametrizes it to run its tests on PostgreSQL too."""
+    return "sqlite"
+
+
+@pytest.fixture
+def backend_env(backend, request):
+    """The settings that choose the backend: DATABASE_URL of a fresh database on the test server, or none."""
+    return {"DATABASE_URL": request.getfixturevalue("database_url")} if backend == "postgres" else {}
+
+
+@pytest.fixture
+def make_app(tandem, nightscout, tmp_path, backend_env):
     """create_app with fakes configured; returns (app, log lines)."""
     apps = []
 
     def make(clock=None, timer=False, verify_clock=None, store=None, **extra):
         log = LogLines()
+        extra = {**backend_env, **extra}
         settings = tcsync_wsgi.load_settings(service_env(tandem, nightscout, tmp_path / "tcsync.sqlite3", **extra))
         app = tcsync_wsgi.create_app(settings, clock=clock, log=tcsync_wsgi.Log(log), timer=timer,
                                      verify_clock=verify_clock, store=store and store(settings.db_path))
@@ -156,6 +169,11 @@ def request(address, method, path, headers=None, body=None, timeout=30):
 
 def bearer(secret=SERVICE_SECRET) -> dict:
     return {"Authorization": f"Bearer {secret}"}
+
+
+def stored(app, sql):
+    """Rows straight from the app's database, whichever backend it is."""
+    return app.store._query(sql, kind="read")[0]
 
 
 def runs_of(address):

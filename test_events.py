@@ -74,6 +74,12 @@ def get_json(address, path, expect=200):
     return json.loads(get(address, path, expect)[1])
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request):
+    """Every test here runs on both stores, but for the SQLite file's own upgrade and version check."""
+    return request.param
+
+
 @pytest.fixture
 def delivered(make_app):
     """The service on waitress with SENT delivered, t1 and h1 twice; yields (address, app, log)."""
@@ -297,6 +303,7 @@ def test_reading_extraction_never_fails_on_any_json(event_type, data, inner):
         json.dumps(reading)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_store_written_by_release_1_0_0_is_upgraded_in_place(make_app, tmp_path):
     shutil.copy(TEST_DATA / "store_release_1.0.0.db", tmp_path / "tcsync.sqlite3")
     app, _ = make_app(clock=lambda: NOW + 60)

@@ -4,13 +4,12 @@ import hashlib
 import http.client
 import io
 import json
-import sqlite3
 import threading
 import time
 
 import jwt
 import pytest
-from conftest import DT_SECRET, SERVICE_SECRET, call, load_fixture, request, served
+from conftest import DT_SECRET, SERVICE_SECRET, call, load_fixture, request, served, stored
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +30,12 @@ def sign(body, secret=DT_SECRET, algorithm="HS256", now=NOW, drop=(), **claims):
     for name in drop:
         payload.pop(name)
     return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request):
+    """Every receiver test runs on both stores."""
+    return request.param
 
 
 @pytest.fixture
@@ -75,19 +80,18 @@ def test_the_fixture_deliveries_are_rejected_today_as_expired(app):
     assert post(app, delivery["body"].encode(), delivery["headers"]["X-Dt-Signature"])[1]["error"] == "expired"
 
 
-def test_a_duplicate_is_200_and_keeps_the_first_delivery(app, tmp_path):
+def test_a_duplicate_is_200_and_keeps_the_first_delivery(app):
     first = body_for("dup-1", value="first")
     second = body_for("dup-1", value="second")
     assert post(app, first) == (200, {"ok": True, "duplicate": False, "event_id": "dup-1"})
     assert post(app, second) == (200, {"ok": True, "duplicate": True, "event_id": "dup-1"})
     assert post(app, second) == (200, {"ok": True, "duplicate": True, "event_id": "dup-1"})
-    [stored] = events(app)
-    assert stored == {"event_id": "dup-1", "event_type": "temperature", "target": "projects/p/devices/d",
+    [kept] = events(app)
+    assert kept == {"event_id": "dup-1", "event_type": "temperature", "target": "projects/p/devices/d",
                       "device": "d", "timestamp": "2027-01-15T08:00:00Z", "event_time": "2027-01-15T08:00:00.000Z",
                       "received_at": "2027-01-15T08:00:00Z", "duplicates": 2,
                       "data": {"temperature": {"value": 4.5}}, "labels": {}, "reading": {"value": 4.5, "unit": "°C"}}
-    db = sqlite3.connect(tmp_path / "tcsync.sqlite3")
-    assert db.execute("SELECT body FROM events").fetchall() == [(first,)]
+    assert [bytes(body) for (body,) in stored(app, "SELECT body FROM events")] == [first]
 
 
 def test_unknown_event_types_are_kept(app):
@@ -240,7 +244,7 @@ def test_a_chunked_post_is_accepted(make_app):
         conn.close()
 
 
-def test_a_burst_with_duplicates_stores_each_event_once(make_app, tmp_path):
+def test_a_burst_with_duplicates_stores_each_event_once(make_app):
     app, _ = make_app(verify_clock=lambda: NOW)
     deliveries = [body_for(f"burst-{i % 25}") for i in range(100)]  # 75 % duplicates
     statuses = []
@@ -255,8 +259,7 @@ def test_a_burst_with_duplicates_stores_each_event_once(make_app, tmp_path):
         for t in threads:
             t.join()
     assert statuses == [200] * 100
-    rows = sqlite3.connect(tmp_path / "tcsync.sqlite3").execute(
-        "SELECT event_id, duplicates FROM events ORDER BY event_id").fetchall()
+    rows = stored(app, "SELECT event_id, duplicates FROM events ORDER BY event_id")
     assert sorted(rows) == sorted((f"burst-{i}", 3) for i in range(25))
 
 

@@ -113,27 +113,35 @@ def test_a_taken_port_stops_the_process_with_status_2(tmp_path):
 
 # Store ---------------------------------------------------------------------------------------
 
-def test_a_run_left_running_by_a_killed_process_is_interrupted_at_next_start(tmp_path):
-    store = tcsync_wsgi.Store(str(tmp_path / "db"))
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_settings(request, tmp_path):
+    """Settings naming a fresh store of each backend."""
+    env = {"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db")}
+    if request.param == "postgres":
+        env["DATABASE_URL"] = request.getfixturevalue("database_url")
+    return load_settings(env)
+
+
+def test_a_run_left_running_by_a_killed_process_is_interrupted_at_next_start(store_settings):
+    store = tcsync_wsgi.open_store(store_settings)
     run_id = store.start_run("timer", 1000.0)
     store.close()
-    settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db")})
-    app = tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines()))
+    app = tcsync_wsgi.create_app(store_settings, log=tcsync_wsgi.Log(LogLines()))
     [row] = app.store.runs(10)
     assert (row["id"], row["outcome"]) == (run_id, "interrupted")
-    assert app.store.path == str(tmp_path / "db")
+    assert app.store.path == (store_settings.database_url or store_settings.db_path)
 
 
-def test_a_successful_check_is_not_a_successful_sync_after_restart(tmp_path):
-    store = tcsync_wsgi.Store(str(tmp_path / "db"))
+def test_a_successful_check_is_not_a_successful_sync_after_restart(store_settings):
+    store = tcsync_wsgi.open_store(store_settings)
     run = tcsync_wsgi.Run(store.start_run("check", 10.0), "check", 10.0, finished_at=11.0, outcome="ok")
     store.finish_run(run)
     syncer = tcsync_wsgi.Syncer(load_settings({}), store, tcsync_wsgi.Log(LogLines()))
     assert syncer.last_success_at is None and syncer.last_run["trigger"] == "check"
 
 
-def test_store_keeps_the_newest_1000_runs(tmp_path):
-    store = tcsync_wsgi.Store(str(tmp_path / "db"))
+def test_store_keeps_the_newest_1000_runs(store_settings):
+    store = tcsync_wsgi.open_store(store_settings)
     for i in range(1005):
         store.start_run("run", float(i))
     runs = store.runs(1000)
