@@ -108,6 +108,7 @@ def make_app(tandem, nightscout, tmp_path, backend_env):
         if app.timer:
             app.timer.stop()
         app.syncer.close(time.monotonic() + 10)
+        app.store.close()  # its connections: a PostgreSQL server has only so many
 
 
 def call(app, method="GET", path="/", query="", headers=None, body=b"", wsgi_input=None, lint=True):
@@ -134,11 +135,11 @@ def call(app, method="GET", path="/", query="", headers=None, body=b"", wsgi_inp
 
 
 @contextlib.contextmanager
-def served(app):
+def served(app, threads=4):
     """The app on real waitress on 127.0.0.1; yields (host, port)."""
     import waitress
 
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4, ident="tcsync_wsgi")
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads, ident="tcsync_wsgi")
     stop = threading.Event()
 
     def loop():  # server.run() until stop, then close from this same thread

@@ -388,6 +388,21 @@ class EventQuery:
         return " AND ".join(clauses), args
 
 
+WRITE_BATCH = 500  # writes in one transaction at most (a multi-row INSERT stays far below SQLite's 32 766 values)
+
+
+class _Write:
+    """A statement, or a delivery's row (sql None), waiting for the store's writer; done once committed."""
+
+    __slots__ = ("args", "done", "error", "result", "sql")
+
+    def __init__(self, sql: str | None, args: tuple):
+        self.sql, self.args = sql, args
+        self.result: Any = None
+        self.error: StoreError | None = None
+        self.done = threading.Event()
+
+
 class Store:
     """Runs and events in a SQLite file (WAL). Every call is one statement, committed when it returns.
 
@@ -412,6 +427,12 @@ class Store:
             self._migrate(self._connection("write"))
         except self.errors as e:
             raise self._error(e) from None
+        self.before_commit: Callable[[], None] = lambda: None  # the tests hold a commit here
+        self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer_lock = threading.Lock()
+        self._writer: threading.Thread | None = threading.Thread(target=self._write_loop, name="store-writer",
+                                                                 daemon=True)
+        self._writer.start()
 
     # connecting, per backend
     def _connect(self):
@@ -425,9 +446,21 @@ class Store:
             self._connections[kind] = self._connect()
         return self._connections[kind]
 
-    def _execute(self, kind: str, sql: str, args) -> tuple[list, int]:
-        cursor = self._connection(kind).execute(sql, args)
-        return cursor.fetchall(), cursor.rowcount  # fetchall() runs the statement to its end: committed
+    def _execute(self, kind: str, work: Callable, *args) -> Any:
+        return work(self._connection(kind), *args)
+
+    def _run(self, db, sql: str, args) -> tuple[list, int]:
+        cursor = db.execute(sql, args)
+        return cursor.fetchall(), cursor.rowcount  # fetchall() runs the statement to its end
+
+    def _begin(self, db) -> None:
+        db.execute("BEGIN IMMEDIATE")
+
+    def _rollback(self, db) -> None:
+        try:
+            self._run(db, "ROLLBACK", ())
+        except self.errors:
+            pass  # nothing to roll back, or the connection is gone
 
     def _error(self, error: Exception) -> StoreError:
         return StoreError(str(error))
@@ -464,12 +497,12 @@ class Store:
             return None
         return lambda: os.close(fd)
 
-    # one gateway for every statement
-    def _query(self, sql: str, args=(), kind: str = "write") -> tuple[list, int]:
-        """(rows, rowcount) of one statement, committed; `kind` "read" uses the reading connection."""
+    # one gateway for reads, one writer thread for writes
+    def _query(self, sql: str, args=(), kind: str = "read") -> tuple[list, int]:
+        """(rows, rowcount) of one statement on the reading connection (or, before the writer runs, the other)."""
         with self._locks[kind]:
             try:
-                result = self._execute(kind, sql, args)
+                result = self._execute(kind, self._run, sql, args)
             except StoreError as e:  # no connection
                 self.failure = str(e)
                 raise
@@ -480,7 +513,93 @@ class Store:
             self.failure = None
             return result
 
+    def _write(self, sql: str | None, args: tuple) -> Any:
+        """Hand a statement (sql None: a delivery's row) to the writer and wait until its transaction committed."""
+        item = _Write(sql, args)
+        with self._writer_lock:
+            if self._writer is None:
+                raise StoreError("the store is closed")
+            self._writes.put(item)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _write_loop(self) -> None:
+        """Take everything queued, write it in one transaction, commit, then answer each waiting caller."""
+        while (first := self._writes.get()) is not None:
+            batch = [first]
+            while len(batch) < WRITE_BATCH:
+                try:
+                    item = self._writes.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._writes.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Write]) -> None:
+        try:
+            self._execute("write", self._transaction, batch)
+        except Exception as e:  # whatever it is, the writer lives on and every caller gets an answer
+            if len(batch) > 1:  # one bad row must not fail the others: each alone, in its own transaction
+                for item in batch:
+                    self._commit([item])
+                return
+            error = e if isinstance(e, StoreError) else self._error(e)
+            self.failure = str(e) if isinstance(e, StoreError) else f"{type(e).__name__}: {error}"
+            batch[0].error = error
+            batch[0].done.set()
+            return
+        self.failure = None
+        for item in batch:
+            item.done.set()
+
+    def _transaction(self, db, batch: list[_Write]) -> None:
+        """Every write of a batch, the deliveries in one statement, in one transaction."""
+        self._begin(db)
+        try:
+            deliveries = [item for item in batch if item.sql is None]
+            if deliveries:
+                self._insert_events(db, deliveries)
+            for item in batch:
+                if item.sql is not None:
+                    item.result = self._run(db, item.sql, item.args)
+            self.before_commit()
+            self._run(db, "COMMIT", ())
+        except BaseException:
+            self._rollback(db)
+            raise
+
+    def _insert_events(self, db, deliveries: list[_Write]) -> None:
+        """One INSERT for the batch's distinct eventIds; a repeat within the batch only counts up."""
+        firsts: dict[str, _Write] = {}
+        repeats: collections.Counter[str] = collections.Counter()
+        for item in deliveries:
+            event_id = item.args[0]
+            if event_id in firsts:
+                repeats[event_id] += 1
+                item.result = True
+            else:
+                firsts[event_id] = item
+        values = ", ".join(["(?, ?, ?, ?, ?, 0, ?, ?, ?)"] * len(firsts))
+        rows, _ = self._run(db, f"INSERT INTO events ({EVENT_COLUMNS}) VALUES {values}"
+                                " ON CONFLICT (event_id) DO UPDATE SET duplicates = events.duplicates + 1"
+                                " RETURNING event_id, duplicates", [v for item in firsts.values() for v in item.args])
+        for event_id, duplicates in rows:
+            firsts[event_id].result = duplicates > 0
+        for event_id, count in repeats.items():
+            self._run(db, "UPDATE events SET duplicates = duplicates + ? WHERE event_id = ?", (count, event_id))
+
     def close(self) -> None:
+        """Write what is queued, then close the connections."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._writes.put(None)
+            writer.join()
         for kind, lock in self._locks.items():
             with lock:
                 if kind in self._connections:
@@ -489,14 +608,14 @@ class Store:
     # runs
     def start_run(self, trigger: str, started_at: float) -> int:
         """Record a run as running; returns its id. Keeps the newest KEEP_RUNS rows."""
-        [(run_id,)], _ = self._query("INSERT INTO runs (trigger, started_at, outcome) VALUES (?, ?, 'running')"
+        [(run_id,)], _ = self._write("INSERT INTO runs (trigger, started_at, outcome) VALUES (?, ?, 'running')"
                                      " RETURNING id", (trigger, started_at))
-        self._query("DELETE FROM runs WHERE id <= ?", (run_id - KEEP_RUNS,))
+        self._write("DELETE FROM runs WHERE id <= ?", (run_id - KEEP_RUNS,))
         return run_id
 
     def finish_run(self, run: Run) -> None:
         """Write a run's outcome, unless shutdown already marked it interrupted."""
-        self._query("UPDATE runs SET finished_at=?, outcome=?, uploaded=?, last_event_seq=?, error=?, log_tail=?"
+        self._write("UPDATE runs SET finished_at=?, outcome=?, uploaded=?, last_event_seq=?, error=?, log_tail=?"
                     " WHERE id=? AND outcome='running'",
                     (run.finished_at, run.outcome, run.uploaded, run.last_event_seq, run.error,
                      "".join(run.log)[-8000:], run.id))
@@ -504,7 +623,7 @@ class Store:
     def interrupt_running(self, now: float, run_id: int | None = None) -> int:
         """Mark runs left running (by a killed process), or one run at shutdown, interrupted."""
         only, args = ("", ()) if run_id is None else (" AND id = ?", (run_id,))
-        return self._query("UPDATE runs SET outcome='interrupted', finished_at=?, error=? WHERE outcome='running'"
+        return self._write("UPDATE runs SET outcome='interrupted', finished_at=?, error=? WHERE outcome='running'"
                            + only, (now, "the service stopped before this run finished", *args))[1]
 
     def runs(self, limit: int) -> list[dict]:
@@ -527,21 +646,18 @@ class Store:
     def add_event(self, event: dict, received_at: float, body: bytes) -> bool:
         """Keep a delivery; True if this eventId was already kept (then only its counter moves)."""
         target, timestamp = event.get("targetName"), event.get("timestamp")
-        [(duplicates,)], _ = self._query(
-            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)"
-            " ON CONFLICT (event_id) DO UPDATE SET duplicates = events.duplicates + 1 RETURNING duplicates",
-            (event["eventId"], event["eventType"], target, timestamp, received_at, body,
-             device_of(target), event_time_of(timestamp, received_at)))
-        if not duplicates and self._recent is not None:
+        duplicate = self._write(None, (event["eventId"], event["eventType"], target, timestamp, received_at, body,
+                                       device_of(target), event_time_of(timestamp, received_at)))
+        if not duplicate and self._recent is not None:
             with self._recent_lock:
                 self._recent.append(received_at)
                 self._last_received = max(received_at, self._last_received or received_at)
-        return duplicates > 0
+        return duplicate
 
     def prune_events(self, now: float) -> None:
         """Keep 30 days and at most KEEP_EVENTS events, the newest."""
-        self._query("DELETE FROM events WHERE received_at < ?", (now - KEEP_EVENTS_SECS,))
-        self._query("DELETE FROM events WHERE received_at < (SELECT received_at FROM events"
+        self._write("DELETE FROM events WHERE received_at < ?", (now - KEEP_EVENTS_SECS,))
+        self._write("DELETE FROM events WHERE received_at < (SELECT received_at FROM events"
                     " ORDER BY received_at DESC LIMIT 1 OFFSET ?)", (KEEP_EVENTS - 1,))
 
     def events(self, limit: int, query: EventQuery = EventQuery(),
@@ -652,13 +768,11 @@ class PostgresStore(Store):
         except self._psycopg.OperationalError as e:
             raise StoreUnreachable(self._error(e)) from None
 
-    def _execute(self, kind: str, sql: str, args) -> tuple[list, int]:
+    def _execute(self, kind: str, work: Callable, *args) -> Any:
         for attempt in (1, 2):
             fresh = kind not in self._connections
             try:
-                with self._connection(kind).cursor() as cursor:
-                    cursor.execute(sql.replace("?", "%s"), args)
-                    return (cursor.fetchall() if cursor.description else []), cursor.rowcount
+                return work(self._connection(kind), *args)
             except self._psycopg.OperationalError:
                 broken = self._connections.pop(kind, None)
                 if broken is not None:
@@ -666,6 +780,13 @@ class PostgresStore(Store):
                 if fresh or attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _run(self, db, sql: str, args) -> tuple[list, int]:
+        cursor = db.execute(sql.replace("?", "%s"), args)
+        return (cursor.fetchall() if cursor.description else []), cursor.rowcount
+
+    def _begin(self, db) -> None:
+        db.execute("BEGIN")
 
     def _error(self, error: Exception) -> StoreError:
         text = " ".join(str(error).split())

@@ -130,6 +130,7 @@ def test_a_run_left_running_by_a_killed_process_is_interrupted_at_next_start(sto
     [row] = app.store.runs(10)
     assert (row["id"], row["outcome"]) == (run_id, "interrupted")
     assert app.store.path == (store_settings.database_url or store_settings.db_path)
+    app.store.close()
 
 
 def test_a_successful_check_is_not_a_successful_sync_after_restart(store_settings):
@@ -138,6 +139,7 @@ def test_a_successful_check_is_not_a_successful_sync_after_restart(store_setting
     store.finish_run(run)
     syncer = tcsync_wsgi.Syncer(load_settings({}), store, tcsync_wsgi.Log(LogLines()))
     assert syncer.last_success_at is None and syncer.last_run["trigger"] == "check"
+    store.close()
 
 
 def test_store_keeps_the_newest_1000_runs(store_settings):
@@ -147,6 +149,7 @@ def test_store_keeps_the_newest_1000_runs(store_settings):
     runs = store.runs(1000)
     assert len(runs) == 1000
     assert (runs[0]["id"], runs[-1]["id"]) == (1005, 6)
+    store.close()
 
 
 def test_store_uses_wal(tmp_path):
