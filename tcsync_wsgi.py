@@ -425,11 +425,9 @@ class Store:
         self.failure: str | None = None  # the last error, until a statement succeeds again
         self._locks = {"write": threading.Lock(), "read": threading.Lock()}
         self._connections: dict[str, Any] = {}
-        # Receive times of the events kept in the last 24 h, oldest first: the status page counts
-        # them on every GET, and COUNT(*) in SQLite walks every row (0.35 ms at 20 000 events).
-        self._recent: collections.deque[float] | None = None
-        self._last_received: float | None = None
-        self._recent_lock = threading.Lock()
+        # (monotonic time, answer) of event_summary: the status page asks on every GET; other processes'
+        # deliveries show within SHARED_STATE_SECS, this one's at once.
+        self._summary: tuple[float, tuple[int, float | None]] | None = None
         try:
             self._migrate(self._connection("write"))
         except self.errors as e:
@@ -662,10 +660,8 @@ class Store:
         target, timestamp = event.get("targetName"), event.get("timestamp")
         duplicate = self._write(None, (event["eventId"], event["eventType"], target, timestamp, received_at, body,
                                        device_of(target), event_time_of(timestamp, received_at)))
-        if not duplicate and self._recent is not None:
-            with self._recent_lock:
-                self._recent.append(received_at)
-                self._last_received = max(received_at, self._last_received or received_at)
+        if not duplicate:
+            self._summary = None
         return duplicate
 
     def prune_events(self, now: float) -> None:
@@ -733,16 +729,13 @@ class Store:
         return points
 
     def event_summary(self, since: float) -> tuple[int, float | None]:
-        """Events kept that were received since a time (within the last day), and the newest receive time."""
-        if self._recent is None:
-            rows, _ = self._query("SELECT received_at FROM events WHERE received_at >= ? ORDER BY received_at",
-                                  (since,), "read")
-            [(self._last_received,)], _ = self._query("SELECT MAX(received_at) FROM events", kind="read")
-            self._recent = collections.deque(row[0] for row in rows)
-        with self._recent_lock:
-            while self._recent and self._recent[0] < since:
-                self._recent.popleft()
-            return len(self._recent), self._last_received
+        """Events kept that were received since a time, and the newest receive time (cached a moment)."""
+        cached = self._summary
+        if cached is None or time.monotonic() - cached[0] > SHARED_STATE_SECS:
+            [(count,)], _ = self._query("SELECT COUNT(*) FROM events WHERE received_at >= ?", (since,))
+            [(newest,)], _ = self._query("SELECT MAX(received_at) FROM events")
+            cached = self._summary = (time.monotonic(), (count, newest))
+        return cached[1]
 
 
 def run_json(id, trigger, started_at, finished_at, outcome, uploaded, last_event_seq, error) -> dict:

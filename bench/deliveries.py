@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import bench
-from bench import BENCH, ROOT, free_port, start, stop, wait_200, wrk, write_deliveries
+from bench import BENCH, ROOT, start, stop, wait_200, wrk, write_deliveries
 
 sys.path.insert(0, str(ROOT))
-from pg_server import PostgresServer  # noqa: E402
+from pg_server import PostgresServer
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECS = int(os.environ.get("BENCH_SECS", "4"))
@@ -137,8 +137,9 @@ def main() -> int:
                             write_deliveries(bodies[-1], 40000, False, f"{kind}{r}{connections}{i}")
                         result = post_rate(ports, SECS, connections, bodies)
                         results[f"post{connections}"][kind].append(result)
-                        print(f"round {r + 1}/{ROUNDS} POST unique c{connections:<2} {kind:11} {result['rps']:7.0f} req/s"
-                              f"  p99 {result['p99_ms']:.1f} ms  non-2xx {result['non_2xx']}", flush=True)
+                        print(f"round {r + 1}/{ROUNDS} POST unique c{connections:<2} {kind:11} "
+                              f"{result['rps']:7.0f} req/s  p99 {result['p99_ms']:.1f} ms  non-2xx {result['non_2xx']}",
+                              flush=True)
 
             # GET / while deliveries pour in (SQLite service)
             port = procs["sqlite"][0][1]
@@ -181,7 +182,7 @@ def main() -> int:
     print("|---|" + "---:|" * len(KINDS))
     for name in summary:
         print(f"| req/s, {name[4:]} connections | " + " | ".join(str(summary[name][k]) for k in KINDS) + " |")
-        print(f"| × seed, {name[4:]} connections | " + " | ".join(f"{ratios[name][k]:.2f}" for k in KINDS) + " |")
+        print(f"| x seed, {name[4:]} connections | " + " | ".join(f"{ratios[name][k]:.2f}" for k in KINDS) + " |")
     return 0
 
 
