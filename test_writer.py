@@ -56,19 +56,25 @@ def warm_up(address):
     assert request(address, "POST", "/", {"X-Dt-Signature": sign(body)}, body)[0] == 200
 
 
+def held_then_queued(address, commits, first_id, ids, answers):
+    """Deliver first_id and hold its commit; deliver ids, which queue behind it; their threads, first one first."""
+    threads = [deliver_in_thread(address, first_id, answers)]
+    wait_for(commits.held.is_set)
+    threads += [deliver_in_thread(address, event_id, answers) for event_id in ids]
+    wait_for(lambda: commits.queued() == len(ids))
+    return threads
+
+
 def test_concurrent_deliveries_are_committed_together_and_each_gets_its_own_answer(make_app):
     app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: NOW)
     answers = []
     with served(app, threads=12) as address:
         warm_up(address)
         commits = Commits(app.store)
-        first = deliver_in_thread(address, "g-0", answers)
-        wait_for(commits.held.is_set)
         ids = ["g-1", "g-2", "g-3", "g-1", "g-0", "g-4", "g-2", "g-5"]  # repeats inside the batch and across
-        threads = [deliver_in_thread(address, event_id, answers) for event_id in ids]
-        wait_for(lambda: commits.queued() == len(ids))
+        threads = held_then_queued(address, commits, "g-0", ids, answers)
         commits.release.set()
-        for thread in (first, *threads):
+        for thread in threads:
             thread.join(30)
     assert commits.count == 2  # the held one, then all eight in one transaction
     duplicates = {}
@@ -105,10 +111,7 @@ def test_a_failing_commit_fails_exactly_its_batch_and_the_next_succeeds(make_app
     with served(app, threads=12) as address:
         warm_up(address)
         commits = Commits(app.store)
-        first = deliver_in_thread(address, "ok-1", answers)
-        wait_for(commits.held.is_set)
-        threads = [deliver_in_thread(address, f"lost-{n}", answers) for n in range(5)]
-        wait_for(lambda: commits.queued() == 5)
+        first, *threads = held_then_queued(address, commits, "ok-1", [f"lost-{n}" for n in range(5)], answers)
         commits.failing = True  # for the batch behind the held commit, and each of its rows alone
         commits.release.set()
         for thread in threads:
@@ -129,10 +132,7 @@ def test_closing_the_store_writes_everything_queued_first(make_app):
     with served(app, threads=12) as address:
         warm_up(address)
         commits = Commits(app.store)
-        threads = [deliver_in_thread(address, "drain-0", answers)]
-        wait_for(commits.held.is_set)
-        threads += [deliver_in_thread(address, f"drain-{n}", answers) for n in range(1, 6)]
-        wait_for(lambda: commits.queued() == 5)
+        threads = held_then_queued(address, commits, "drain-0", [f"drain-{n}" for n in range(1, 6)], answers)
         closing = threading.Thread(target=app.store.close)
         closing.start()
         commits.release.set()
