@@ -56,6 +56,15 @@ def warm_up(address):
     assert request(address, "POST", "/", {"X-Dt-Signature": sign(body)}, body)[0] == 200
 
 
+@pytest.fixture
+def served_app(make_app):
+    """(app, log, address, commits): the service on waitress, warmed up, its commits counted."""
+    app, log = make_app(verify_clock=lambda: NOW, clock=lambda: NOW)
+    with served(app, threads=12) as address:
+        warm_up(address)
+        yield app, log, address, Commits(app.store)
+
+
 def held_then_queued(address, commits, first_id, ids, answers):
     """Deliver first_id and hold its commit; deliver ids, which queue behind it; their threads, first one first."""
     threads = [deliver_in_thread(address, first_id, answers)]
@@ -65,17 +74,14 @@ def held_then_queued(address, commits, first_id, ids, answers):
     return threads
 
 
-def test_concurrent_deliveries_are_committed_together_and_each_gets_its_own_answer(make_app):
-    app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: NOW)
+def test_concurrent_deliveries_are_committed_together_and_each_gets_its_own_answer(served_app):
+    app, _, address, commits = served_app
     answers = []
-    with served(app, threads=12) as address:
-        warm_up(address)
-        commits = Commits(app.store)
-        ids = ["g-1", "g-2", "g-3", "g-1", "g-0", "g-4", "g-2", "g-5"]  # repeats inside the batch and across
-        threads = held_then_queued(address, commits, "g-0", ids, answers)
-        commits.release.set()
-        for thread in threads:
-            thread.join(30)
+    ids = ["g-1", "g-2", "g-3", "g-1", "g-0", "g-4", "g-2", "g-5"]  # repeats inside the batch and across
+    threads = held_then_queued(address, commits, "g-0", ids, answers)
+    commits.release.set()
+    for thread in threads:
+        thread.join(30)
     assert commits.count == 2  # the held one, then all eight in one transaction
     duplicates = {}
     for event_id, status, answer in answers:
@@ -88,37 +94,31 @@ def test_concurrent_deliveries_are_committed_together_and_each_gets_its_own_answ
         ("g-0", 1), ("g-1", 1), ("g-2", 1), ("g-3", 0), ("g-4", 0), ("g-5", 0)]
 
 
-def test_no_answer_before_the_commit(make_app):
-    app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: NOW)
+def test_no_answer_before_the_commit(served_app):
+    app, _, address, commits = served_app
     answers = []
-    with served(app, threads=12) as address:
-        warm_up(address)
-        commits = Commits(app.store)
-        thread = deliver_in_thread(address, "wait-1", answers)
-        wait_for(commits.held.is_set)
-        thread.join(0.5)  # the writer holds the commit: the request must still be waiting
-        assert thread.is_alive() and answers == []
-        assert kept(app) == []  # and the row is not visible to anyone yet
-        commits.release.set()
-        thread.join(30)
+    thread = deliver_in_thread(address, "wait-1", answers)
+    wait_for(commits.held.is_set)
+    thread.join(0.5)  # the writer holds the commit: the request must still be waiting
+    assert thread.is_alive() and answers == []
+    assert kept(app) == []  # and the row is not visible to anyone yet
+    commits.release.set()
+    thread.join(30)
     assert answers == [("wait-1", 200, {"ok": True, "duplicate": False, "event_id": "wait-1"})]
     assert kept(app) == ["wait-1"]
 
 
-def test_a_failing_commit_fails_exactly_its_batch_and_the_next_succeeds(make_app):
-    app, log = make_app(verify_clock=lambda: NOW, clock=lambda: NOW)
+def test_a_failing_commit_fails_exactly_its_batch_and_the_next_succeeds(served_app):
+    app, log, address, commits = served_app
     answers = []
-    with served(app, threads=12) as address:
-        warm_up(address)
-        commits = Commits(app.store)
-        first, *threads = held_then_queued(address, commits, "ok-1", [f"lost-{n}" for n in range(5)], answers)
-        commits.failing = True  # for the batch behind the held commit, and each of its rows alone
-        commits.release.set()
-        for thread in threads:
-            thread.join(30)
-        commits.failing = False
-        first.join(30)
-        assert deliver_in_thread(address, "ok-2", answers).join(30) is None
+    first, *threads = held_then_queued(address, commits, "ok-1", [f"lost-{n}" for n in range(5)], answers)
+    commits.failing = True  # for the batch behind the held commit, and each of its rows alone
+    commits.release.set()
+    for thread in threads:
+        thread.join(30)
+    commits.failing = False
+    first.join(30)
+    assert deliver_in_thread(address, "ok-2", answers).join(30) is None
     statuses = {event_id: (status, answer.get("error")) for event_id, status, answer in answers}
     assert statuses == {"ok-1": (200, None), "ok-2": (200, None),
                         **{f"lost-{n}": (503, "store_unavailable") for n in range(5)}}
@@ -126,20 +126,17 @@ def test_a_failing_commit_fails_exactly_its_batch_and_the_next_succeeds(make_app
     assert len(log.events("delivery.store_failed")) == 5
 
 
-def test_closing_the_store_writes_everything_queued_first(make_app):
-    app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: NOW)
+def test_closing_the_store_writes_everything_queued_first(served_app):
+    app, _, address, commits = served_app
     answers = []
-    with served(app, threads=12) as address:
-        warm_up(address)
-        commits = Commits(app.store)
-        threads = held_then_queued(address, commits, "drain-0", [f"drain-{n}" for n in range(1, 6)], answers)
-        closing = threading.Thread(target=app.store.close)
-        closing.start()
-        commits.release.set()
-        closing.join(30)
-        for thread in threads:
-            thread.join(30)
-        status, _, data = request(address, "POST", "/", {"X-Dt-Signature": sign(body_for("late"))}, body_for("late"))
+    threads = held_then_queued(address, commits, "drain-0", [f"drain-{n}" for n in range(1, 6)], answers)
+    closing = threading.Thread(target=app.store.close)
+    closing.start()
+    commits.release.set()
+    closing.join(30)
+    for thread in threads:
+        thread.join(30)
+    status, _, data = request(address, "POST", "/", {"X-Dt-Signature": sign(body_for("late"))}, body_for("late"))
     assert sorted((event_id, status) for event_id, status, _ in answers) == [(f"drain-{n}", 200) for n in range(6)]
     assert (status, json.loads(data)["error"]) == (503, "store_unavailable")  # after close: refused, not lost
     reopened = type(app.store)(app.store._url) if hasattr(app.store, "_url") else type(app.store)(app.store.path)
