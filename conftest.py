@@ -193,3 +193,31 @@ def wait_for(predicate, timeout=20.0, interval=0.02):
             return value
         time.sleep(interval)
     raise AssertionError(f"not true within {timeout} s: {predicate}")
+
+
+# PostgreSQL: one real server for the session, started by the first test that asks for it -----------
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server of our own (pg_server.PostgresServer) on 127.0.0.1; stopped and removed at the end.
+
+    No PostgreSQL on the machine is an error, not a skip: CI installs it (.ci/run). TCSYNC_TEST_PG=skip skips instead.
+    """
+    if os.environ.get("TCSYNC_TEST_PG") == "skip":
+        pytest.skip("TCSYNC_TEST_PG=skip: the tests that need PostgreSQL are skipped")
+    import pg_server as pg  # here, not at the top: most tests never load psycopg
+
+    try:
+        server = pg.PostgresServer()
+    except pg.PostgresNotFound as missing:
+        pytest.fail(str(missing), pytrace=False)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def database_url(pg_server):
+    """The URL of a new, empty database on the session's server (postgresql://postgres@127.0.0.1:PORT/test_N)."""
+    if not pg_server.running:  # a test that stopped it failed before starting it again
+        pg_server.start()
+    return pg_server.create_database()
