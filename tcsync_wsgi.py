@@ -29,6 +29,7 @@ import queue
 import re
 import signal
 import sqlite3
+import string
 import sys
 import threading
 import time
@@ -83,6 +84,7 @@ class Settings:
     ns_secret: str = dataclasses.field(default="", repr=False)
     timezone_name: str = "America/New_York"
     dt_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    temperature_range: tuple[float, float] | None = None  # °C; the status page marks readings outside it
     missing: tuple[str, ...] = ()  # sync settings not given: syncs are refused, the web stays up
 
     def secret_values(self) -> list[str]:
@@ -121,6 +123,14 @@ def parse_features(raw: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     if unknown or not names:
         raise ValueError(f"unknown feature {', '.join(unknown) or '(none given)'}; choose from {', '.join(allowed)}")
     return names
+
+
+def parse_range(raw: str) -> tuple[float, float]:
+    """"A..B" with A < B (2..8, -20..-15, 2.5 .. 8); raises ValueError otherwise."""
+    match = re.fullmatch(r"\s*(-?[0-9]+(?:\.[0-9]+)?)\s*\.\.\s*(-?[0-9]+(?:\.[0-9]+)?)\s*", raw)
+    if not match or float(match[1]) >= float(match[2]):
+        raise ValueError(raw)
+    return float(match[1]), float(match[2])
 
 
 def load_settings(env=None) -> Settings:
@@ -173,6 +183,14 @@ def load_settings(env=None) -> Settings:
         problems.append(f"DATABASE_URL must be a postgres:// or postgresql:// URL, got one starting with "
                         f"{database_url.split(':', 1)[0][:20]!r}")
 
+    temperature_range = None
+    if env.get("DT_TEMPERATURE_RANGE", "").strip():
+        try:
+            temperature_range = parse_range(env["DT_TEMPERATURE_RANGE"])
+        except ValueError:
+            problems.append("DT_TEMPERATURE_RANGE must be two numbers of °C, the lower first, like 2..8, got "
+                            f"{env['DT_TEMPERATURE_RANGE'].strip()[:40]!r}")
+
     for name in ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"):
         if 0 < len(env.get(name, "")) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log
             problems.append(f"{name} must be at least {MIN_SECRET_CHARS} characters (or unset)")
@@ -204,6 +222,7 @@ def load_settings(env=None) -> Settings:
         timezone_name=tz_name,
         dt_secrets=tuple(s for s in (env.get("DT_SIGNATURE_SECRET", ""),
                                      env.get("DT_SIGNATURE_SECRET_PREVIOUS", "")) if s),
+        temperature_range=temperature_range,
         missing=tuple(name for name, value in values.items() if not value),
     )
 
@@ -242,6 +261,7 @@ CREATE TABLE IF NOT EXISTS events (
     device TEXT,
     event_time {time} NOT NULL
 );
+CREATE INDEX IF NOT EXISTS runs_by_started_at ON runs (started_at);
 CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, event_id);
 CREATE INDEX IF NOT EXISTS events_by_device ON events (device, event_type, event_time);
@@ -642,6 +662,13 @@ class Store:
         """Newest first."""
         rows, _ = self._query(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,), kind="read")
         return [run_json(*row) for row in rows]
+
+    def runs_since(self, since: float) -> list[dict]:
+        """Runs started since a time, oldest first, with their times as Unix seconds (the status page draws them)."""
+        rows, _ = self._query("SELECT id, trigger, started_at, finished_at, outcome, uploaded, error FROM runs"
+                              " WHERE started_at >= ? ORDER BY started_at, id", (since,), kind="read")
+        return [dict(zip(("id", "trigger", "started_at", "finished_at", "outcome", "uploaded", "error"), row,
+                         strict=True)) for row in rows]
 
     def last_run(self) -> dict | None:
         """The newest run."""
@@ -1611,7 +1638,11 @@ class App:
         self.settings, self.store, self.syncer, self.log = settings, store, syncer, log
         self.clock, self.timer, self.verify_clock = clock, timer, verify_clock
         self.versions = _versions()
+        self.tz = zoneinfo.ZoneInfo(settings.timezone_name)
         self._deliveries = 0
+        self._page_data: PageData | None = None
+        self._public_page: tuple[float, tuple, bytes] | None = None  # (monotonic time, what it shows, the page)
+        self._page_data_lock = threading.Lock()
         self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
             "/": {"GET": self.status_page, "HEAD": self.status_page, "POST": self.receive_delivery},
             "/healthz": {"GET": self.healthz, "HEAD": self.healthz},
@@ -1693,13 +1724,27 @@ class App:
     # sync routes
     def run(self, request: Request) -> Response:
         self.authorize(request)
-        check_params(request.params(), ("days", "pretend", "features"))
-        run, why_not = self.syncer.start("run", **sync_options(request.params(), self.settings.allowed_features))
+        params = request.params()
+        check_params(params, ("days", "pretend", "features", "then"))
+        back = self._back_to_page(params)
+        run, why_not = self.syncer.start("run", **sync_options(params, self.settings.allowed_features))
+        if back:  # the status page's Sync now: back to the page, which shows the run (or why none started)
+            return Response(303, b"See the status page.\n", headers=(("Location", back),))
         if not why_not:
             return json_response(202, {"started": True, "run_id": run.id})
         if why_not == BUSY:
             return json_response(202, {"started": False, "reason": why_not, "run_id": run and run.id})
         return json_response(503, {"started": False, "reason": why_not})
+
+    def _back_to_page(self, params: dict[str, str]) -> str | None:
+        """Where a browser's Sync now goes afterwards: then=/ is the page, then=/?secret the page with the secret
+        in its address, which the page asks for only when it came with ?secret= itself. None: answer JSON."""
+        then = params.get("then")
+        if then is None:
+            return None
+        if then not in ("/", "/?secret"):
+            raise HTTPError(400, f"then must be / or /?secret (the status page to go back to), got {then[:40]!r}")
+        return "/?" + urllib.parse.urlencode({"secret": self.settings.secret}) if then == "/?secret" else "/"
 
     def _run_and_wait(self, request: Request, kind: str, allowed: tuple[str, ...]) -> Response:
         self.authorize(request)
@@ -1786,8 +1831,44 @@ class App:
                              {"status": status, "last_success_at": iso(last_ok), "last_run": self.syncer.last_run})
 
     def status_page(self, request: Request) -> Response:
-        return Response(200, render_status(self, show_runs=self._is_authorized(request)).encode(),
-                        "text/html; charset=utf-8")
+        authorized = self._is_authorized(request)
+        wrong = not authorized and "secret" in request.environ.get("QUERY_STRING", "")
+        now, health = self.clock(), self.health()
+        events = self.event_summary(now)
+        if authorized or wrong:
+            body = render_status(self, request, now, health, events, authorized, wrong).encode()
+        else:  # the hot path (monitors, people): the same page while nothing it shows has changed, for a moment
+            key = (health, events, self.syncer.current, self.syncer.last_run, self.syncer.paused_until,
+                   self.timer and self.timer.next_at, self.store.failure)
+            cached = self._public_page
+            if cached is None or cached[1] != key or time.monotonic() - cached[0] >= PAGE_DATA_SECS:
+                body = render_status(self, request, now, health, events, False, False).encode()
+                cached = self._public_page = (time.monotonic(), key, body)
+            body = cached[2]
+        return Response(200, body, "text/html; charset=utf-8")
+
+    def event_summary(self, now: float) -> tuple[int, float | None] | str | None:
+        """(events in the last 24 h, the newest one's arrival), None with the receiver off, "unknown" if the store
+        fails."""
+        if not self.settings.dt_secrets:
+            return None
+        try:
+            return self.store.event_summary(now - DAY_SECS)
+        except StoreError:
+            return "unknown"
+
+    def page_data(self, now: float) -> PageData:
+        """What the status page reads from the store, drawn: read again after PAGE_DATA_SECS, or at once when a
+        run started or finished in this process. One request thread reads; the others meanwhile show the last."""
+        data = self._page_data
+        fresh = data is not None and time.monotonic() - data.built_at < PAGE_DATA_SECS \
+            and data.current is self.syncer.current and data.last_run == self.syncer.last_run
+        if not fresh and self._page_data_lock.acquire(blocking=data is None):
+            try:
+                data = self._page_data = gather_page_data(self, now)
+            finally:
+                self._page_data_lock.release()
+        return data
 
     # the Data Connector receiver
     def receive_delivery(self, request: Request) -> Response:
@@ -1832,58 +1913,540 @@ def _versions() -> str:
             found.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             found.append(f"{name} (not installed)")
-    return f"tcsync_wsgi {__version__}, " + ", ".join(found) + f", Python {sys.version.split()[0]}"
+    return ", ".join(found) + f", Python {sys.version.split()[0]}"
 
 
-def render_status(app: App, show_runs: bool) -> str:
-    """The status page: state, times, versions, missing settings; runs only with the secret."""
-    s, syncer, e = app.settings, app.syncer, html.escape
-    health, last_ok = app.health()
+# The status page. The functions below gather what it shows; its words, markup and CSS are the templates
+# after them (data). Every value goes into a template through fill(), which escapes it.
+
+DAY_SECS = 86400
+PAGE_DATA_SECS = SHARED_STATE_SECS  # how long the page reuses what it read from the store (see App.page_data)
+AXIS_UNITS = 1440  # SVG x units across the last 24 h: one per minute
+MARK_UNITS = 4  # a run's mark in the sync strip, in minutes: wide enough to see on a phone
+PLOT_UNITS = 100  # SVG y units of a chart
+
+
+class Markup(str):
+    """HTML made by fill(): inserted into another template as it is."""
+
+
+def fill(template: string.Template, **values: Any) -> Markup:
+    """The template with every value escaped, except Markup from an earlier fill()."""
+    return Markup(template.substitute({name: value if isinstance(value, Markup) else html.escape(str(value))
+                                       for name, value in values.items()}))
+
+
+def join(parts: Iterable[Markup]) -> Markup:
+    return Markup("".join(part if isinstance(part, Markup) else html.escape(part) for part in parts))
+
+
+def number_text(value: float, unit: str | None = "°C") -> str:
+    """4.5 and 5.0 (°C, one decimal), 40 (%), 101325 (Pa), 412 (ppm)."""
+    return f"{value:.1f}" if unit == "°C" and abs(value) < 100 else f"{value:.0f}"
+
+
+def reading_text(value: Any, unit: str | None) -> str:
+    text = number_text(value, unit) if _is_number(value) else str(value).replace("_", " ").lower()
+    return f"{text} {unit}" if unit else text
+
+
+def age_text(seconds: float) -> str:
+    """'4 min ago', 'in 2 h 5 min', 'just now': coarse, for people."""
+    minutes = round(abs(seconds) / 60)
+    if abs(seconds) < 45:
+        return "just now" if seconds >= 0 else "in a moment"
+    if minutes < 60:
+        text = f"{minutes} min"
+    elif minutes < 6 * 60:
+        text = f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
+    elif minutes < 48 * 60:
+        text = f"{round(minutes / 60)} h"
+    else:
+        text = f"{round(minutes / 1440)} days"
+    return f"{text} ago" if seconds >= 0 else f"in {text}"
+
+
+def clock_text(ts: float, now: float, tz: dt.tzinfo) -> str:
+    """'14:05', 'yesterday 23:10', 'Nov 20 14:05': the time in the pump's zone, with the day unless it is today."""
+    local = dt.datetime.fromtimestamp(ts, tz)
+    days = (dt.datetime.fromtimestamp(now, tz).date() - local.date()).days
+    day = {0: "", 1: "yesterday ", -1: "tomorrow "}.get(days, f"{MONTHS[local.month - 1]} {local.day} ")
+    return f"{day}{local:%H:%M}"
+
+
+def time_html(ts: float, now: float, tz: dt.tzinfo) -> Markup:
+    """<time> saying '14:05 (4 min ago)', the full time on hover."""
+    local = dt.datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
+    return fill(PARTS["time"], iso=iso(ts), title=f"{local} ({tz})",
+                text=f"{clock_text(ts, now, tz)} ({age_text(now - ts)})")
+
+
+def axis_ticks(now: float, tz: dt.tzinfo) -> list[tuple[float, str]]:
+    """(fraction of the last 24 h, '06:00') at each local 00:00, 06:00, 12:00 and 18:00."""
+    start = now - DAY_SECS
+    first = math.ceil(start / 900) * 900  # quarter hours: every zone's offset is a multiple of 15 minutes
+    ticks = []
+    for ts in range(int(first), int(now), 900):
+        local = dt.datetime.fromtimestamp(ts, tz)
+        if local.minute == 0 and local.hour % 6 == 0:
+            ticks.append(((ts - start) / DAY_SECS, f"{local:%H:%M}"))
+    return ticks
+
+
+def axis_html(ticks: list[tuple[float, str]]) -> Markup:
+    """The time labels under a strip or chart; none so close to an edge that it would stick out."""
+    return join(fill(PARTS["tick_label"], left=f"{f * 100:.2f}", text=text) for f, text in ticks if 0.07 < f < 0.88)
+
+
+def tick_lines(ticks: list[tuple[float, str]], height: int) -> Markup:
+    path = "".join(f"M{f * AXIS_UNITS:.1f} 0V{height}" for f, _ in ticks)
+    return fill(PARTS["ticks"], d=path) if path else Markup()
+
+
+def failure_advice(error: str) -> str:
+    """The README's 'what to do' for a sync's error, or ''."""
+    return next((advice for needle, advice in FAILURE_ADVICE if needle in error), "")
+
+
+# -- the sync strip
+
+def strip_html(runs: list[dict], now: float, tz: dt.tzinfo) -> Markup:
+    """One mark per run of the last 24 h, coloured and shaped by outcome; the right edge is now."""
+    start = now - DAY_SECS
+    ticks = axis_ticks(now, tz)
+    by_outcome: dict[str, list[str]] = {}
+    for run in runs:  # one path per outcome, one rectangle in it per run: a quarter of the bytes of <rect>s
+        y = MARK_Y.get(run["outcome"], 0)
+        x = min(max(run["started_at"] - start, 0) / 60, AXIS_UNITS - MARK_UNITS)
+        by_outcome.setdefault(run["outcome"], []).append(f"M{x:.1f} {y}h{MARK_UNITS}v{24 - y}h-{MARK_UNITS}z")
+    marks = join(fill(PARTS["marks"], outcome=outcome, d="".join(d)) for outcome, d in by_outcome.items())
+    return fill(PARTS["strip"], ticks=tick_lines(ticks, 24), marks=marks, axis=axis_html(ticks),
+                label=f"{len(runs)} syncs in the last 24 hours")
+
+
+def strip_summary(runs: list[dict], now: float, tz: dt.tzinfo, with_errors: bool) -> Markup:
+    """'71 ok, 3 failed, last failure 09:12: could not reach Nightscout'; the error only with the secret."""
+    if not runs:
+        return Markup("No syncs in the last 24 hours.")
+    counts = collections.Counter(run["outcome"] for run in runs)
+    parts = [fill(PARTS["count"], outcome=outcome, count=counts[outcome])
+             for outcome in ("ok", "failed", "interrupted", "running") if counts[outcome]]
+    failed = [run for run in runs if run["outcome"] == "failed"]
+    if failed:
+        last = failed[-1]
+        reason = f": {last['error']}" if with_errors and last["error"] else ""
+        parts.append(fill(PARTS["last_failure"], when=time_html(last["started_at"], now, tz), reason=reason))
+    return Markup(", ".join(parts) + ".")
+
+
+# -- sensor cards
+
+def out_of_range(value: float, band: tuple[float, float] | None) -> bool:
+    return band is not None and not band[0] <= value <= band[1]
+
+
+def band_text(band: tuple[float, float]) -> str:
+    return f"{number_text(band[0])}\N{EN DASH}{number_text(band[1])} °C"
+
+
+def out_since(points: list[tuple[float, float]], band: tuple[float, float] | None) -> float | None:
+    """When the newest readings started being outside the band (None if the newest is inside)."""
+    since = None
+    for at, value in reversed(points):
+        if not out_of_range(value, band):
+            break
+        since = at
+    return since
+
+
+def segments(points: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """The points split where the sensor was silent for long (3 x its usual interval, at least 30 min)."""
+    gaps = sorted(b[0] - a[0] for a, b in itertools.pairwise(points))
+    silent = max(1800.0, 3 * gaps[len(gaps) // 2]) if gaps else 0.0
+    parts: list[list[tuple[float, float]]] = []
+    for i, point in enumerate(points):
+        if i == 0 or point[0] - points[i - 1][0] > silent:
+            parts.append([])
+        parts[-1].append(point)
+    return parts
+
+
+def chart_html(kind: str, unit: str | None, points: list[tuple[float, float]], now: float, tz: dt.tzinfo,
+               band: tuple[float, float] | None) -> Markup:
+    """A 24 h line chart of one numeric kind: min and max labelled, the band (if any) shaded, readings outside it
+    marked. x in minutes of the last 24 h, y in PLOT_UNITS, top down."""
+    start, unit_text = now - DAY_SECS, f" {unit}" if unit else ""
+    values = [value for _, value in points]
+    low, high = min(values), max(values)
+    bottom, top = min(low, *band) if band else low, max(high, *band) if band else high
+    pad = (top - bottom) * 0.1 or 1.0
+    bottom, top = bottom - pad, top + pad
+
+    def x(at: float) -> str:
+        return f"{(at - start) / 60:.1f}"
+
+    def y(value: float) -> float:
+        return (top - value) / (top - bottom) * PLOT_UNITS
+
+    lines = join(fill(PARTS["line"], points=" ".join(f"{x(at)},{y(value):.2f}" for at, value in part))
+                 for part in segments(points))
+    single = [part[0] for part in segments(points) if len(part) == 1]
+    outside = [(at, value) for at, value in points if out_of_range(value, band)]
+    dots = join(fill(PARTS["dots"], cls=cls, d="".join(f"M{x(at)} {y(value):.2f}h0" for at, value in chosen))
+                for cls, chosen in (("dot", single + points[-1:]), ("dot out", outside)) if chosen)
+    shaded = fill(PARTS["band"], y=f"{y(band[1]):.2f}", height=f"{y(band[0]) - y(band[1]):.2f}") if band \
+        else Markup()
+    lowest, highest = min(points, key=lambda p: p[1]), max(points, key=lambda p: p[1])
+    ticks = axis_ticks(now, tz)
+    return fill(PARTS["chart"], title=f"{KIND_NAMES.get(kind, kind)}, last 24 hours", band=shaded,
+                ticks=tick_lines(ticks, PLOT_UNITS), lines=lines, dots=dots, axis=axis_html(ticks),
+                guides=fill(PARTS["guides"], d=f"M0 {y(high):.2f}H{AXIS_UNITS}M0 {y(low):.2f}H{AXIS_UNITS}"),
+                label=f"{KIND_NAMES.get(kind, kind)} from {number_text(low, unit)} to {number_text(high, unit)}"
+                      f"{unit_text}", max_top=f"{y(high):.2f}", min_top=f"{y(low):.2f}",
+                max=f"max {number_text(high, unit)}{unit_text} ({clock_text(highest[0], now, tz)})",
+                min=f"min {number_text(low, unit)}{unit_text} ({clock_text(lowest[0], now, tz)})")
+
+
+def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now: float, tz: dt.tzinfo,
+                band: tuple[float, float] | None) -> tuple[Markup, Markup | None]:
+    """A device's card (Store.sensors() item; series by kind from Store.series()) and, when its temperature is
+    outside the band now, the header's alert."""
+    readings, name = sensor["readings"], sensor["name"] or sensor["device"]
+
+    def when(kind: str) -> Markup:
+        return time_html(dt.datetime.fromisoformat(readings[kind]["at"]).timestamp(), now, tz)
+
+    shown = [kind for kind in readings if kind not in ("batteryStatus", "networkStatus")]
+    shown.sort(key=lambda kind: (*NUMERIC_KINDS, kind).index(kind))  # temperature first, then the others
+    lines = join(fill(PARTS["reading"], kind=KIND_NAMES.get(kind, kind), when=when(kind),
+                      value=reading_text(readings[kind]["value"], readings[kind]["unit"])) for kind in shown)
+    health = [f"{label} {number_text(readings[kind]['value'], '%')} %" for kind, label in
+              (("batteryStatus", "battery"), ("networkStatus", "signal")) if kind in readings]
+    temperatures = series.get("temperature", [])
+    since = out_since(temperatures, band)
+    alert = note = Markup()
+    if since is not None and band:
+        range_text = band_text(band)
+        alert = fill(PARTS["alert"], name=name, since=time_html(since, now, tz), range=range_text,
+                     value=reading_text(temperatures[-1][1], "°C"))
+        note = fill(PARTS["card_alert"], since=time_html(since, now, tz), range=range_text)
+    elif band and any(out_of_range(value, band) for _, value in temperatures):
+        note = fill(PARTS["card_note"], range=band_text(band))
+    charts = join(chart_html(kind, readings[kind]["unit"], series[kind], now, tz, band if kind == "temperature"
+                             else None) for kind in NUMERIC_KINDS if series.get(kind))
+    card = fill(PARTS["card"], name=name, out=" out" if alert else "", note=note, readings=lines, charts=charts,
+                device=fill(PARTS["device"], device=sensor["device"]) if sensor["name"] else Markup(),
+                health=fill(PARTS["health"], text=", ".join(health)) if health else Markup())
+    return card, alert or None
+
+
+# -- what the page reads from the store, drawn, reused for a moment
+
+@dataclasses.dataclass
+class PageData:
+    """What the status page read from the store and drew from it, reused for PAGE_DATA_SECS."""
+
+    built_at: float  # time.monotonic()
+    last_run: dict | None  # the syncer's, when built: a run that finished here since means draw again
+    current: Run | None
+    strip: Markup
+    summary: Markup
+    summary_with_errors: Markup
+    cards: Markup
+    alerts: Markup
+    unreadable: bool = False  # the store failed while reading: the strip and cards say so
+
+
+def gather_page_data(app: App, now: float) -> PageData:
+    """Read the last 24 h of runs and every sensor's readings, and draw the strip and the cards."""
+    syncer, tz, band = app.syncer, app.tz, app.settings.temperature_range
+    last_run, current = syncer.last_run, syncer.current
+    try:
+        runs = app.store.runs_since(now - DAY_SECS)
+        sensors = app.store.sensors() if app.settings.dt_secrets else []
+        series = [{kind: app.store.series(sensor["device"], kind, now - DAY_SECS)
+                   for kind in NUMERIC_KINDS if kind in sensor["readings"]} for sensor in sensors]
+    except StoreError:
+        unavailable = fill(PARTS["unavailable"])
+        return PageData(time.monotonic(), last_run, current, unavailable, Markup(), Markup(), unavailable,
+                        Markup(), unreadable=True)
+    cards = [sensor_card(sensor, by_kind, now, tz, band) for sensor, by_kind in zip(sensors, series, strict=True)]
+    return PageData(time.monotonic(), last_run, current, strip_html(runs, now, tz),
+                    strip_summary(runs, now, tz, False), strip_summary(runs, now, tz, True),
+                    join(card for card, _ in cards) if cards else fill(PARTS["no_sensors"]),
+                    join(alert for _, alert in cards if alert))
+
+
+# -- the page
+
+def page_state(app: App, health: str, last_ok: float | None, now: float, authorized: bool) -> tuple[str, Markup]:
+    """The badge's word and the header's sentence: what is wrong and what to do."""
+    s, syncer, tz = app.settings, app.syncer, app.tz
+    last_run = syncer.last_run or {}
+    why = fill(SENTENCES["why_quiet"])
+    if last_run.get("outcome") == "failed":
+        when = time_html(dt.datetime.fromisoformat(last_run["started_at"]).timestamp(), now, tz)
+        error = last_run.get("error") or ""
+        advice = failure_advice(error)
+        why = fill(SENTENCES["why"], when=when, error=error, advice=f" {advice}." if advice else "") \
+            if authorized else fill(SENTENCES["why_secret"], when=when)
     if s.missing:
-        state = "not configured"
-    elif health == "stale" or syncer.paused_until or app.store.failure \
-            or (syncer.last_run or {}).get("outcome") == "failed":
-        state = "failing"
-    else:
-        state = "ok"
+        return "not configured", fill(SENTENCES["not configured"], missing=", ".join(s.missing))
+    if app.store.failure:
+        detail = f": {app.store.failure} ({app.store.path})" if authorized else ""
+        return "database failing", fill(SENTENCES["database failing"], detail=detail,
+                                        advice=DATABASE_ADVICE[app.store.dialect])
     if syncer.paused_until:
-        next_sync = (f"paused until {iso(syncer.paused_until)}: {CREDENTIALS_REFUSED} "
-                     "(a manual /run tries again now)")
+        return "paused", fill(SENTENCES["paused"], until=time_html(syncer.paused_until, now, tz),
+                              manual="pressing Sync now" if authorized else "a manual /run")
+    if health == "stale":
+        since = fill(SENTENCES["since_ok" if last_ok else "since_start"],
+                     when=time_html(last_ok or syncer.started_at, now, tz))
+        return "stale", fill(SENTENCES["stale"], since=since, limit=f"{s.stale_mins:g}", why=why)
+    if last_run.get("outcome") == "failed":
+        return "failing", why
+    if last_ok is None:
+        first = "first_timer" if app.timer else "first_no_timer"
+        return "ok", fill(SENTENCES["idle"], first=fill(SENTENCES[first]))
+    return "ok", fill(SENTENCES["ok"], when=time_html(last_ok, now, tz))
+
+
+def facts_html(app: App, last_ok: float | None, now: float) -> Markup:
+    s, syncer, tz = app.settings, app.syncer, app.tz
+    if syncer.paused_until:
+        next_sync = fill(SENTENCES["next_paused"], until=time_html(syncer.paused_until, now, tz),
+                         reason=CREDENTIALS_REFUSED)
     elif app.timer and app.timer.next_at:
-        next_sync = iso(app.timer.next_at)
+        next_sync = time_html(app.timer.next_at, now, tz)
     elif app.timer:
-        next_sync = "after the current sync"
+        next_sync = fill(SENTENCES["next_after_current"])
     else:
-        next_sync = ("no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS is unset or 0): syncs run when /run is called"
-                     if not s.interval_mins else "none: the timer waits for the missing settings")
-    rows = [("State", state), ("Last successful sync", iso(last_ok) or "none yet"), ("Next scheduled sync", next_sync)]
+        next_sync = fill(SENTENCES["next_no_timer" if not s.interval_mins else "next_waits"])
+    rows = [("Last successful sync", time_html(last_ok, now, tz) if last_ok else "none yet"),
+            ("Next scheduled sync", next_sync)]
     if syncer.current:
-        rows.append(("Running now", f"run {syncer.current.id} ({syncer.current.trigger})"))
+        rows.append(("Running now", fill(SENTENCES["running"], id=syncer.current.id or "",
+                                         trigger=syncer.current.trigger,
+                                         when=time_html(syncer.current.started_at, now, tz))))
     if s.missing:
         rows.append(("Missing settings", ", ".join(s.missing)))
-    receiver, recent_runs = "not configured (set DT_SIGNATURE_SECRET)", []
+    return join(fill(PARTS["fact"], label=label, value=value) for label, value in rows)
+
+
+def runs_html(app: App, bearer: bool, now: float) -> Markup:
+    """The secret's part: recent runs and the CSV export (with the secret in the link if the page has it in its
+    address)."""
+    in_url, secret = not bearer, app.settings.secret
+    rows = join(fill(PARTS["run_row"], outcome=run["outcome"], trigger=run["trigger"], uploaded=run["uploaded"],
+                     when=time_html(dt.datetime.fromisoformat(run["started_at"]).timestamp(), now, app.tz),
+                     error=run["error"] or "") for run in app.store.runs(20))
+    query = "?" + urllib.parse.urlencode({"secret": secret}) if in_url else ""
+    return fill(PARTS["runs"], rows=rows, csv=f"/events.csv{query}",
+                csv_note="" if in_url else SENTENCES["csv_bearer"].template)
+
+
+def render_status(app: App, request: Request, now: float, health: tuple[str, float | None],
+                  events: tuple[int, float | None] | str | None, authorized: bool, wrong_secret: bool) -> str:
+    """The status page: state and what to do, times, the sync strip, sensor cards; runs only with the secret.
+    events: App.event_summary()'s answer."""
+    health, last_ok = health
+    state, sentence = page_state(app, health, last_ok, now, authorized)
+    data = app.page_data(now)
+    if events is None:
+        receiver = fill(SENTENCES["receiver_off"])
+    elif isinstance(events, str):
+        receiver = fill(SENTENCES["receiver_unknown"])
+    else:
+        receiver = fill(SENTENCES["receiver_on"], count=events[0],
+                        last=time_html(events[1], now, app.tz) if events[1] else "never")
+    bearer = request.header("Authorization") is not None  # else the secret came in the address: links keep it
     try:
-        if s.dt_secrets:
-            count, last = app.store.event_summary(app.clock() - 86400)
-            receiver = f"configured; {count} events in the last 24 h; last at {iso(last) or 'never'}"
-        recent_runs = app.store.runs(20) if show_runs else []
+        runs = runs_html(app, bearer, now) if authorized else Markup()
     except StoreError:
-        receiver = "configured; events unknown while the database fails" if s.dt_secrets else receiver
-    rows.append(("Data Connector receiver", receiver))
-    if app.store.failure:
-        rows.append(("Database", f"failing: {app.store.failure} ({app.store.path}); "
-                                 "deliveries are refused with 503 until it works again"))
-    rows.append(("Versions", app.versions))
-    table = "".join(f"<tr><th>{label}</th><td>{e(value)}</td></tr>" for label, value in rows)  # labels are ours
-    runs = ""
-    if show_runs:
-        items = "".join(f"<tr><td>{r['id']}</td><td>{e(r['trigger'])}</td><td>{r['started_at']}</td>"
-                        f"<td>{e(r['outcome'])}</td><td>{r['uploaded']}</td><td>{e(r['error'] or '')}</td></tr>"
-                        for r in recent_runs)
-        runs = ("<h2>Recent runs</h2><table><tr><th>id</th><th>trigger</th><th>started</th><th>outcome</th>"
-                f"<th>uploaded</th><th>error</th></tr>{items}</table>")
-    return ("<!doctype html><html><head><meta charset=utf-8><title>tcsync: " + e(state) + "</title></head>"
-            f"<body><h1>tconnectsync service: {e(state)}</h1><table>{table}</table>{runs}</body></html>")
+        runs = fill(PARTS["unavailable"])
+    versions = f"tcsync_wsgi {__version__}" + (f"; {app.versions}; database {app.store.path}" if authorized else "")
+    return fill(STATUS_PAGE, state=state, state_class=state.replace(" ", "-"), sentence=sentence,
+                alerts=data.alerts, facts=facts_html(app, last_ok, now), strip=data.strip,
+                summary=data.summary_with_errors if authorized else data.summary,
+                sensors=fill(PARTS["sensors"], cards=data.cards) if app.settings.dt_secrets else Markup(),
+                runs=runs, receiver=receiver, versions=versions, zone=app.settings.timezone_name,
+                wrong_secret=fill(PARTS["wrong_secret"]) if wrong_secret else Markup(),
+                sync_now=fill(PARTS["sync_now"], secret=app.settings.secret, then="/" if bearer else "/?secret")
+                if authorized else Markup())
+
+
+# The words, markup and CSS of the status page. $name is a value, escaped unless it is markup made by fill().
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # not the locale's
+KIND_NAMES = {"temperature": "Temperature", "humidity": "Humidity", "co2": "CO₂", "pressure": "Pressure",
+              "objectPresent": "Object", "waterPresent": "Water", "contact": "Contact", "motion": "Motion",
+              "deskOccupancy": "Desk", "touch": "Touch", "touchCount": "Touches",
+              "objectPresentCount": "Object count"}
+MARK_Y = {"ok": 8}  # an ok run's mark is shorter than the others: the outcome shows without colour too
+FAILURE_ADVICE = (  # a sync's error -> what to do, as the README's Troubleshooting says it
+    (CREDENTIALS_REFUSED, "Log in at Tandem Source with the same email and password to check them"),
+    ("could not reach Nightscout", "Check NS_URL and that your Nightscout site is up"),
+    ("Nightscout last_uploaded_entry 401", "Nightscout refused NS_SECRET: use the API_SECRET of your Nightscout site"),
+    ("did not answer within the sync's time limit",
+     "Usually a temporary outage; the next sync tries again. Raise the limit if it keeps happening"),
+    ("could not reach Tandem Source", "Usually a temporary outage; the next sync tries again"),
+    ("503 response", "Nightscout is down or restarting; the next sync tries again, nothing needs restarting"),
+    ("tconnectsync refused its settings", "The line just before it in the service's log says which setting"),
+)
+DATABASE_ADVICE = {
+    "sqlite": "Stop the service, move the damaged file away, and start again: a new file is made.",
+    "postgres": "The service reconnects by itself once the database answers again; no restart is needed.",
+}
+SENTENCES = {name: string.Template(text) for name, text in {
+    "not configured": "Set $missing: syncs are refused until they are set.",
+    "database failing": "The database is failing$detail; Data Connector deliveries are refused with 503 until it "
+                        "works again. $advice",
+    "paused": CREDENTIALS_REFUSED + ". Timed syncs wait until $until; once the password is right, $manual tries "
+                                    "again at once.",
+    "stale": "No successful sync $since, more than $limit minutes (TCONNECTSYNC_HEROKU_STALE_MINS): /healthz "
+             "answers 503. $why",
+    "since_ok": "since $when", "since_start": "since the service started $when",
+    "why": "The last sync failed at $when: $error.$advice",
+    "why_secret": "The last sync failed at $when; open this page with ?secret= to see why. The next sync tries again.",
+    "why_quiet": "No sync ran lately: is the timer on, or is a monitor calling /run?",
+    "ok": "Syncs work: the last one succeeded $when.",
+    "idle": "Ready: no sync has run yet. $first",
+    "first_timer": "The timer starts the first one in a few seconds.",
+    "first_no_timer": "There is no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS), so syncs run when /run is called.",
+    "next_paused": "paused until $until: $reason (a manual /run tries again now)",
+    "next_after_current": "after the current sync",
+    "next_no_timer": "no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS is unset or 0): syncs run when /run is called",
+    "next_waits": "none: the timer waits for the missing settings",
+    "running": "run $id ($trigger), started $when",
+    "receiver_off": "not configured (set DT_SIGNATURE_SECRET)",
+    "receiver_on": "configured; $count events in the last 24 h; last $last",
+    "receiver_unknown": "configured; events unknown while the database fails",
+    "csv_bearer": " (send the secret as a Bearer header)",
+}.items()}
+PARTS = {name: string.Template(text) for name, text in {
+    "time": '<time datetime="$iso" title="$title">$text</time>',
+    "fact": "<dt>$label</dt><dd>$value</dd>",
+    "wrong_secret": '<p class="note">The secret in the address is wrong: this is the page without it.</p>',
+    "strip": '<svg class="strip" viewBox="0 0 1440 24" preserveAspectRatio="none" role="img" aria-label="$label">'
+             '$ticks$marks<path class="now" d="M1439.5 0V24"/></svg>'
+             '<div class="axis">$axis<span class="now">now</span></div>',
+    "marks": '<path class="run $outcome" d="$d"/>',
+    "ticks": '<path class="tick" d="$d"/>',
+    "tick_label": '<span style="left:$left%">$text</span>',
+    "count": '<i class="key $outcome"></i>$count $outcome',
+    "last_failure": "last failure $when$reason",
+    "sensors": '<section><h2>Sensors</h2><div class="cards">$cards</div></section>',
+    "no_sensors": '<p class="muted">No Data Connector events yet. Once your sensors report, each gets a card here.</p>',
+    "unavailable": '<p class="muted">Not shown while the database is failing.</p>',
+    "card": '<article class="card$out"><h3>$name</h3>$device$note<ul class="readings">$readings</ul>$health$charts'
+            '</article>',
+    "device": '<p class="muted device">$device</p>',
+    "reading": '<li><span class="kind">$kind</span> <strong>$value</strong> <span class="muted">$when</span></li>',
+    "health": '<p class="muted">$text</p>',
+    "alert": '<p class="alert"><span class="badge s-out">out of range</span> <strong>$name</strong> is outside '
+             '$range since $since: $value now.</p>',
+    "card_alert": '<p class="alert"><span class="badge s-out">out of range</span> outside $range since $since</p>',
+    "card_note": '<p class="note">Back inside $range; outside it earlier in the last 24 hours (red dots).</p>',
+    "chart": '<figure class="chart"><figcaption>$title</figcaption><div class="plot">'
+             '<svg viewBox="0 0 1440 100" preserveAspectRatio="none" role="img" aria-label="$label">'
+             '$band$ticks$guides$lines$dots</svg>'
+             '<span class="max" style="top:$max_top%">$max</span><span class="min" style="top:$min_top%">$min</span>'
+             '</div><div class="axis">$axis<span class="now">now</span></div></figure>',
+    "band": '<rect class="band" x="0" y="$y" width="1440" height="$height"/>',
+    "guides": '<path class="guide" d="$d"/>',
+    "line": '<polyline class="line" points="$points"/>',
+    "dots": '<path class="$cls" d="$d"/>',
+    "sync_now": '<form method="post" action="/run"><input type="hidden" name="secret" value="$secret">'
+                '<input type="hidden" name="then" value="$then"><button type="submit">Sync now</button></form>',
+    "runs": '<section><h2>Recent runs</h2><table class="runs"><thead><tr><th>Started</th><th>Trigger</th>'
+            '<th>Outcome</th><th>Uploaded</th><th>Error</th></tr></thead><tbody>$rows</tbody></table>'
+            '<p><a href="$csv">Download every Data Connector event (CSV)</a>$csv_note</p></section>',
+    "run_row": '<tr><td>$when</td><td>$trigger</td><td><span class="o $outcome">$outcome</span></td>'
+               '<td class="up">$uploaded</td><td class="error">$error</td></tr>',
+}.items()}
+STATUS_PAGE = string.Template("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="60">
+<meta name="color-scheme" content="light dark">
+<title>$state · tconnectsync service</title>
+<style>
+:root{--bg:#fff;--fg:#1d2329;--muted:#59636e;--card:#f3f5f7;--line:#d3d9df;--ok:#1a7f37;--fail:#cf222e;
+--warn:#9a5b00;--info:#0969da;--band:rgba(26,127,55,.14);--on:#fff}
+@media (prefers-color-scheme:dark){:root{--bg:#0f1318;--fg:#e6e9ec;--muted:#9aa5b1;--card:#1a2027;--line:#343d47;
+--ok:#3fb950;--fail:#ff6a69;--warn:#e3a43b;--info:#58a6ff;--band:rgba(63,185,80,.16);--on:#0f1318}}
+*{box-sizing:border-box}
+body{margin:0 auto;max-width:64rem;padding:1rem;font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+background:var(--bg);color:var(--fg);overflow-wrap:anywhere}
+h1{font-size:1.3rem;margin:0 0 .4rem;display:flex;flex-wrap:wrap;align-items:center;gap:.5rem}
+h2{font-size:1.05rem;margin:1.6rem 0 .5rem}
+h3{font-size:1rem;margin:0}
+p{margin:.4rem 0}
+.muted,footer{color:var(--muted)}
+.badge{display:inline-block;padding:.1rem .65rem;border-radius:1rem;font-weight:700;color:var(--on);
+background:var(--muted);white-space:nowrap}
+.s-ok{background:var(--ok)}.s-failing,.s-stale,.s-database-failing,.s-out{background:var(--fail)}
+.s-paused{background:var(--warn)}
+.sentence{font-size:1.05rem}
+.alert{border-left:4px solid var(--fail);padding:.3rem .6rem;background:var(--card)}
+.note{border-left:4px solid var(--warn);padding:.3rem .6rem;background:var(--card)}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem;margin:1rem 0}
+dt{color:var(--muted)}dd{margin:0}
+@media (max-width:34rem){dl{grid-template-columns:1fr;gap:0}dd{margin-bottom:.5rem}}
+time{white-space:nowrap}
+svg{display:block;width:100%;overflow:hidden}
+.strip{height:2rem;background:var(--card);border-radius:3px}
+.run.ok,.key.ok{fill:var(--ok);background:var(--ok)}.run.failed,.key.failed{fill:var(--fail);background:var(--fail)}
+.run.running,.key.running{fill:var(--info);background:var(--info)}
+.run.interrupted,.key.interrupted{fill:var(--warn);background:var(--warn)}
+.key{display:inline-block;width:.7em;height:.7em;margin-right:.25em;border-radius:2px}
+.tick{stroke:var(--line);stroke-width:1;vector-effect:non-scaling-stroke}
+.now{stroke:var(--fg);stroke-width:2;vector-effect:non-scaling-stroke}
+.axis{position:relative;height:1.3rem;font-size:.75rem;color:var(--muted)}
+.axis span{position:absolute;top:.1rem;transform:translateX(-50%)}.axis .now{right:0;transform:none}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,19rem),1fr));gap:.8rem}
+.card{background:var(--card);border-radius:8px;padding:.8rem;border:2px solid transparent}
+.card.out{border-color:var(--fail)}
+.device{font-size:.8rem;margin:0}
+.readings{list-style:none;padding:0;margin:.4rem 0}.readings strong{font-size:1.25rem}
+.kind{display:inline-block;min-width:6.5em;color:var(--muted)}
+.chart{margin:.6rem 0 0}figcaption{font-size:.85rem;color:var(--muted)}
+.plot{position:relative;height:7.5rem;margin-top:.2rem;background:var(--bg);border-radius:3px}
+.plot svg{height:100%}
+.plot span{position:absolute;left:.3rem;font-size:.75rem;line-height:1;padding:.1rem .25rem;border-radius:3px;
+background:var(--bg);color:var(--fg)}
+.plot .max{transform:translateY(-110%)}.plot .min{transform:translateY(10%)}
+.line{fill:none;stroke:var(--info);stroke-width:2;vector-effect:non-scaling-stroke;stroke-linejoin:round}
+.guide{stroke:var(--muted);stroke-width:1;stroke-dasharray:4 4;vector-effect:non-scaling-stroke}
+.band{fill:var(--band)}
+.dot{stroke:var(--info);stroke-width:6;stroke-linecap:round;vector-effect:non-scaling-stroke}
+.dot.out{stroke:var(--fail);stroke-width:8}
+form{margin:.6rem 0}
+button{font:inherit;font-weight:600;padding:.55rem 1.2rem;border-radius:6px;border:0;background:var(--info);
+color:var(--on);cursor:pointer}
+table{border-collapse:collapse;width:100%;margin:.8rem 0;font-size:.9rem}
+th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
+.o.ok{color:var(--ok)}.o.failed{color:var(--fail)}.o.interrupted{color:var(--warn)}.o.running{color:var(--info)}
+.o{font-weight:700}
+@media (max-width:40rem){.runs thead{display:none}.runs tr{display:block;padding:.4rem 0;
+border-bottom:1px solid var(--line)}.runs td{display:inline;border:0;padding:0 .5rem 0 0}.runs td.error{display:block}
+.runs td.up::before{content:"uploaded "}}
+a{color:var(--info)}
+footer{margin-top:2rem;font-size:.85rem;border-top:1px solid var(--line);padding-top:.5rem}
+</style></head>
+<body>
+<header>
+<h1><span class="badge s-$state_class" id="state">$state</span> tconnectsync service</h1>
+<p class="sentence">$sentence</p>
+$alerts$wrong_secret$sync_now
+</header>
+<dl>$facts</dl>
+<section><h2>Syncs in the last 24 hours</h2>$strip<p class="summary">$summary</p></section>
+$sensors
+$runs
+<footer><p>Data Connector receiver: $receiver</p><p>$versions</p>
+<p>Times are in $zone. This page refreshes every minute.</p></footer>
+</body></html>
+""")
 
 
 # ---------------------------------------------------------------------------------------------

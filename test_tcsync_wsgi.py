@@ -192,7 +192,7 @@ def test_captured_tconnectsync_output_is_redacted():
 def test_status_page_is_public_html_without_runs(app):
     status, headers, body = call(app)
     assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
-    assert b"tconnectsync service: ok" in body
+    assert b'id="state">ok</span>' in body
     assert b"Recent runs" not in body
     assert b"no timer" in body
 
