@@ -2046,7 +2046,7 @@ def out_of_range(value: float, band: tuple[float, float] | None) -> bool:
 
 
 def band_text(band: tuple[float, float]) -> str:
-    return f"{number_text(band[0])}\N{EN DASH}{number_text(band[1])} °C"
+    return f"{band[0]:g}\N{EN DASH}{band[1]:g} °C"
 
 
 def out_since(points: list[tuple[float, float]], band: tuple[float, float] | None) -> float | None:

@@ -1,0 +1,358 @@
+"""The status page in-process: its pure parts (times, strip, cards, charts), its states, escaping, caching, Sync now."""
+
+import json
+import re
+import zoneinfo
+
+import pytest
+from conftest import SERVICE_SECRET, LogLines, bearer, call, wait_for
+
+import tcsync_wsgi
+from tcsync_wsgi import (
+    DAY_SECS, age_text, axis_ticks, chart_html, clock_text, load_settings, out_since, segments, sensor_card,
+    strip_html, strip_summary, time_html,
+)
+
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z, 03:00 in New York
+NY = zoneinfo.ZoneInfo("America/New_York")
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def state_of(page: bytes) -> str:
+    return re.search(rb'id="state">([^<]*)</span>', page)[1].decode()
+
+
+def sentence_of(page: bytes) -> str:
+    """The header's sentence as a person reads it (tags dropped)."""
+    return re.sub(r"<[^>]+>", "", re.search(rb'<p class="sentence">(.*?)</p>', page, re.S)[1].decode())
+
+
+def run_row(run_id, started_at, outcome="ok", error=None, trigger="timer"):
+    return {"id": run_id, "trigger": trigger, "started_at": started_at, "finished_at": started_at + 4,
+            "outcome": outcome, "uploaded": 0, "error": error}
+
+
+def marks(page: str) -> dict[str, list[float]]:
+    """The sync strip's marks by outcome: the x (minutes into the last 24 h) of each."""
+    return {outcome: [float(x) for x in re.findall(r"M([0-9.]+) ", d)]
+            for outcome, d in re.findall(r'<path class="run (\w+)" d="([^"]*)"', page)}
+
+
+def chart_points(chart: str) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for points in re.findall(r'<polyline class="line" points="([^"]*)"', chart)
+            for x, y in (pair.split(",") for pair in points.split())]
+
+
+def values_from_chart(chart: str) -> list[float]:
+    """The chart's points read back as values, through the labelled min and max."""
+    points = chart_points(chart)
+    low = float(re.search(r'class="min"[^>]*>min (-?[0-9.]+)', chart)[1])
+    high = float(re.search(r'class="max"[^>]*>max (-?[0-9.]+)', chart)[1])
+    y_low, y_high = max(y for _, y in points), min(y for _, y in points)
+    return [low + (y_low - y) / (y_low - y_high) * (high - low) for _, y in points]
+
+
+# Times ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "just now"), (44, "just now"), (240, "4 min ago"), (3599, "1 h ago"), (3900, "1 h 5 min ago"),
+    (7 * 3600, "7 h ago"), (3 * 86400, "3 days ago"), (-240, "in 4 min"), (-20, "in a moment"),
+])
+def test_ages_read_like_a_person_says_them(seconds, text):
+    assert age_text(seconds) == text
+
+
+def test_times_are_in_the_pumps_zone_with_the_day_unless_today():
+    assert clock_text(NOW - 300, NOW, NY) == "02:55"
+    assert clock_text(NOW - 4 * 3600, NOW, NY) == "yesterday 23:00"
+    assert clock_text(NOW - 3 * 86400, NOW, NY) == "Jan 12 03:00"
+    assert time_html(NOW - 240, NOW, NY) == ('<time datetime="2027-01-15T07:56:00Z" '
+                                             'title="2027-01-15T02:56:00-05:00 (America/New_York)">02:56 (4 min ago)'
+                                             '</time>')
+
+
+@pytest.mark.parametrize(("zone", "labels"), [
+    ("America/New_York", ["06:00", "12:00", "18:00", "00:00"]),
+    ("Asia/Kolkata", ["18:00", "00:00", "06:00", "12:00"]),  # +05:30: ticks on the half hour of UTC
+])
+def test_axis_ticks_fall_on_the_zones_six_hours(zone, labels):
+    ticks = axis_ticks(NOW, zoneinfo.ZoneInfo(zone))
+    assert [label for _, label in ticks] == labels
+    assert all(0 < fraction < 1 for fraction, _ in ticks)
+
+
+# The sync strip ------------------------------------------------------------------------------
+
+def test_the_strip_has_one_mark_per_run_placed_by_time_with_now_at_the_right_edge():
+    runs = [run_row(1, NOW - DAY_SECS + 600), run_row(2, NOW - 7200, "failed", "boom"), run_row(3, NOW - 3600),
+            run_row(4, NOW - 10, "running")]
+    page = strip_html(runs, NOW, NY)
+    assert marks(page) == {"ok": [10.0, 1380.0], "failed": [1320.0], "running": [1436.0]}  # the last: at the edge
+    assert '<path class="now" d="M1439.5 0V24"/>' in page
+    assert "boom" not in page
+
+
+def test_the_summary_names_the_last_failure_and_its_error_only_with_the_secret():
+    runs = [run_row(1, NOW - 9000), run_row(2, NOW - 7200, "failed", "could not reach Nightscout (ns): X"),
+            run_row(3, NOW - 3600)]
+    public = re.sub(r"<[^>]+>", "", strip_summary(runs, NOW, NY, with_errors=False))
+    assert public == "2 ok, 1 failed, last failure 01:00 (2 h ago)."
+    secret = re.sub(r"<[^>]+>", "", strip_summary(runs, NOW, NY, with_errors=True))
+    assert secret == "2 ok, 1 failed, last failure 01:00 (2 h ago): could not reach Nightscout (ns): X."
+    assert strip_summary([], NOW, NY, True) == "No syncs in the last 24 hours."
+
+
+# Charts and cards ----------------------------------------------------------------------------
+
+FRIDGE = {"device": "fridge1", "target": "projects/p/devices/fridge1", "name": "Fridge",
+          "last_event_at": "2027-01-15T07:45:00Z",
+          "readings": {"temperature": {"value": 9.5, "unit": "°C", "at": "2027-01-15T07:45:00Z"},
+                       "batteryStatus": {"value": 95, "unit": "%", "at": "2027-01-15T07:00:00Z"},
+                       "networkStatus": {"value": 80, "unit": "%", "at": "2027-01-15T07:00:00Z"},
+                       "contact": {"value": "OPEN", "unit": None, "at": "2027-01-15T07:40:00Z"}}}
+TEMPERATURES = [(NOW - 3600 * h, v) for h, v in ((5, 4.0), (4, 4.5), (3, 5.0), (2, 8.5), (1.5, 6.0), (0.5, 8.6),
+                                                 (0.25, 9.5))]
+
+
+def test_a_chart_draws_the_readings_and_labels_min_and_max():
+    chart = chart_html("temperature", "°C", TEMPERATURES, NOW, NY, None)
+    assert values_from_chart(chart) == pytest.approx([v for _, v in TEMPERATURES], abs=0.01)
+    assert [x for x, _ in chart_points(chart)] == [(at - (NOW - DAY_SECS)) / 60 for at, _ in TEMPERATURES]
+    assert "max 9.5 °C (02:45)" in chart and "min 4.0 °C (22:00)" not in chart and "min 4.0 °C (yesterday 22:00)" \
+        in chart
+    assert 'class="band"' not in chart and "dot out" not in chart
+
+
+def test_a_band_is_shaded_and_readings_outside_it_are_marked():
+    chart = chart_html("temperature", "°C", TEMPERATURES, NOW, NY, (2.0, 8.0))
+    assert values_from_chart(chart) == pytest.approx([v for _, v in TEMPERATURES], abs=0.01)
+    assert chart.count('class="band"') == 1
+    [outside] = re.findall(r'<path class="dot out" d="([^"]*)"', chart)
+    assert outside.count("M") == 3  # 8.5, 8.6 and 9.5
+
+
+def test_a_long_silence_breaks_the_line():
+    points = [(NOW - 7200, 4.0), (NOW - 6300, 4.1), (NOW - 5400, 4.2), (NOW - 900, 4.3), (NOW, 4.4)]
+    assert [len(part) for part in segments(points)] == [3, 2]
+    assert chart_html("temperature", "°C", points, NOW, NY, None).count("<polyline") == 2
+
+
+def test_out_of_range_since_is_the_start_of_the_newest_streak():
+    assert out_since(TEMPERATURES, (2.0, 8.0)) == NOW - 1800
+    assert out_since(TEMPERATURES[:5], (2.0, 8.0)) is None
+    assert out_since(TEMPERATURES, None) is None
+
+
+def test_a_card_shows_the_readings_battery_signal_chart_and_an_alert_when_outside_the_band():
+    card, alert = sensor_card(FRIDGE, {"temperature": TEMPERATURES}, NOW, NY, (2.0, 8.0))
+    text = re.sub(r"<[^>]+>", " ", card)
+    assert "Fridge" in text and "fridge1" in text
+    assert re.search(r"Temperature\s+9\.5 °C\s+02:45 \(15 min ago\)", text)
+    assert re.search(r"Contact\s+open\s+02:40 \(20 min ago\)", text)
+    assert "battery 95 %, signal 80 %" in text
+    assert 'class="card out"' in card and card.count("<figure") == 1
+    assert re.sub(r"<[^>]+>", "", alert) == ("out of range Fridge is outside 2\N{EN DASH}8 °C since 02:30 "
+                                             "(30 min ago): 9.5 °C now.")
+
+
+def test_a_card_back_in_range_has_no_alert_but_says_it_was_out():
+    card, alert = sensor_card({**FRIDGE, "name": None}, {"temperature": TEMPERATURES[:5]}, NOW, NY, (2.0, 8.0))
+    assert alert is None
+    assert "<h3>fridge1</h3>" in card and "Back inside 2\N{EN DASH}8 °C" in card
+
+
+def test_a_humidity_sensor_gets_a_chart_per_kind():
+    room = {"device": "room2", "target": "projects/p/devices/room2", "name": "Room", "last_event_at": None,
+            "readings": {"humidity": {"value": 40, "unit": "%", "at": "2027-01-15T07:00:00Z"},
+                         "temperature": {"value": 21.5, "unit": "°C", "at": "2027-01-15T07:00:00Z"}}}
+    card, _ = sensor_card(room, {"temperature": [(NOW - 3600, 21.5)], "humidity": [(NOW - 3600, 40)]}, NOW, NY, None)
+    assert re.findall(r"<figcaption>(\w+)", card) == ["Temperature", "Humidity"]
+    assert "max 40 % (02:00)" in card
+
+
+# Settings ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "band"), [("2..8", (2.0, 8.0)), (" -20 .. -15.5 ", (-20.0, -15.5)), ("", None)])
+def test_the_temperature_range_setting(raw, band):
+    assert load_settings({"DT_TEMPERATURE_RANGE": raw}).temperature_range == band
+
+
+@pytest.mark.parametrize("raw", ["8..2", "2..2", "2-8", "two..8", "2..", "2..8..9"])
+def test_a_bad_temperature_range_is_named_with_the_other_problems(raw):
+    with pytest.raises(tcsync_wsgi.SettingsError) as raised:
+        load_settings({"DT_TEMPERATURE_RANGE": raw, "TCONNECT_REGION": "eu"})
+    assert raised.value.problems == ["TCONNECT_REGION must be US or EU (capitals), got 'eu'",
+                                     f"DT_TEMPERATURE_RANGE must be two numbers of °C, the lower first, like 2..8, "
+                                     f"got {raw!r}"]
+
+
+# The page's states ---------------------------------------------------------------------------
+
+@pytest.fixture
+def app(make_app):
+    return make_app(clock=lambda: NOW)[0]
+
+
+def finish(app, started_at, outcome="ok", error=None):
+    """A run recorded in the store, as the syncer (of this or another process) records it."""
+    run = tcsync_wsgi.Run(app.store.start_run("timer", started_at), "timer", started_at, started_at + 4, outcome,
+                          error=error)
+    app.store.finish_run(run)
+    return run
+
+
+def test_ok_idle_before_any_sync_and_times_in_zone(app):
+    page = call(app)[2]
+    assert state_of(page) == "ok"
+    assert sentence_of(page) == ("Ready: no sync has run yet. There is no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS), "
+                                 "so syncs run when /run is called.")
+    assert b'<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert b'<meta http-equiv="refresh" content="60">' in page
+    assert b"Times are in America/New_York." in page
+    assert b"<script" not in page and b"http://" not in page and b"https://" not in page  # no external assets
+
+
+def test_not_configured_names_the_settings(tmp_path):
+    settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), "TCONNECT_EMAIL": "a@b.c"})
+    page = call(tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines())))[2]
+    assert state_of(page) == "not configured"
+    assert sentence_of(page) == "Set TCONNECT_PASSWORD, NS_URL, NS_SECRET: syncs are refused until they are set."
+    assert b"<h2>Sensors</h2>" not in page and b"receiver: not configured (set DT_SIGNATURE_SECRET)" in page
+
+
+def sync(app, trigger="run"):
+    """A real sync against the fakes; its run when done."""
+    run, why_not = app.syncer.start(trigger)
+    assert why_not is None
+    assert run.done.wait(30)
+    return run
+
+
+def test_failing_says_why_and_what_to_do_only_with_the_secret(make_app, nightscout):
+    app, _ = make_app(clock=lambda: NOW)
+    host = nightscout.url.split("/")[2]
+    nightscout.close()
+    assert sync(app).outcome == "failed"
+    public = call(app)[2]
+    assert state_of(public) == "failing"
+    assert sentence_of(public) == ("The last sync failed at 03:00 (just now); open this page with ?secret= to see "
+                                   "why. The next sync tries again.")
+    assert host.encode() not in public and b"Recent runs" not in public
+    secret = call(app, headers=bearer())[2]
+    assert sentence_of(secret) == (f"The last sync failed at 03:00 (just now): could not reach Nightscout ({host}): "
+                                   "ConnectionError. Check NS_URL and that your Nightscout site is up.")
+
+
+def test_stale_says_since_when(make_app):
+    now = [NOW]
+    app, _ = make_app(clock=lambda: now[0], TCONNECTSYNC_HEROKU_STALE_MINS="60")
+    assert sync(app).outcome == "ok"
+    assert state_of(call(app)[2]) == "ok"
+    now[0] += 2 * 3600
+    page = call(app)[2]
+    assert state_of(page) == "stale"
+    assert sentence_of(page) == ("No successful sync since 03:00 (2 h ago), more than 60 minutes "
+                                 "(TCONNECTSYNC_HEROKU_STALE_MINS): /healthz answers 503. No sync ran lately: is the "
+                                 "timer on, or is a monitor calling /run?")
+
+
+def test_paused_says_until_when_and_how_to_retry(make_app, tandem):
+    app, _ = make_app(clock=lambda: NOW)
+    tandem.password = "changed-on-tandem"
+    assert sync(app).error == tcsync_wsgi.CREDENTIALS_REFUSED
+    assert state_of(call(app)[2]) == "paused"
+    assert sentence_of(call(app, headers=bearer())[2]) == (
+        "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD. Timed syncs "
+        "wait until 09:00 (in 6 h); once the password is right, pressing Sync now tries again at once.")
+
+
+def test_versions_and_the_database_path_only_with_the_secret(app):
+    public, secret = call(app)[2], call(app, headers=bearer())[2]
+    assert b"tcsync_wsgi 1.0.0</p>" in public
+    assert b"tconnectsync 3.0.3" not in public and app.store.path.encode() not in public
+    assert b"tconnectsync 3.0.3" in secret and f"database {app.store.path}".encode() in secret
+
+
+def test_a_wrong_secret_in_the_address_says_so_and_shows_the_public_page(app):
+    page = call(app, query="secret=wrong")[2]
+    assert b"The secret in the address is wrong" in page and b"Recent runs" not in page and b"wrong" not in \
+        page.replace(b"The secret in the address is wrong", b"")
+
+
+def test_the_secret_page_lists_runs_in_zone_with_sync_now_and_the_csv_link(app):
+    finish(app, NOW - 300, "failed", "boom")
+    page = call(app, query=f"secret={SERVICE_SECRET}")[2].decode()
+    assert re.search(r"<tr><td><time [^>]*>02:55 \(5 min ago\)</time></td><td>timer</td><td><span class=\"o failed\">"
+                     r"failed</span></td><td class=\"up\">0</td><td class=\"error\">boom</td></tr>", page)
+    assert ('<form method="post" action="/run"><input type="hidden" name="secret" value="service-secret-8c1f2e">'
+            '<input type="hidden" name="then" value="/?secret">') in page
+    assert '<a href="/events.csv?secret=service-secret-8c1f2e">' in page
+    page = call(app, headers=bearer())[2].decode()  # a header, not the address: links do not carry the secret
+    assert '<input type="hidden" name="then" value="/">' in page and '<a href="/events.csv">' in page
+
+
+# Escaping ------------------------------------------------------------------------------------
+
+def test_a_device_name_a_device_id_and_an_error_holding_markup_render_as_text(app):
+    event = {"eventId": "x1", "eventType": "temperature", "targetName": "projects/p/devices/<b onclick=alert(1)>",
+             "data": {"temperature": {"value": 4.5}}, "timestamp": "2027-01-15T07:50:00Z"}
+    body = json.dumps({"event": event, "labels": {"name": "<script>alert('name')</script>"}}).encode()
+    app.store.add_event(event, NOW, body)
+    finish(app, NOW - 300, "failed", "<script>alert('error')</script>")
+    page = call(app, headers=bearer())[2].decode()
+    assert "<script" not in page and "<b onclick" not in page
+    assert "&lt;script&gt;alert(&#x27;name&#x27;)&lt;/script&gt;" in page
+    assert "&lt;b onclick=alert(1)&gt;" in page
+    assert "&lt;script&gt;alert(&#x27;error&#x27;)&lt;/script&gt;" in page
+
+
+# Cost: what the page reads is reused for a moment, and read again when a run finishes here -----
+
+def test_the_page_reads_the_store_again_when_a_run_finishes_here_and_others_runs_within_seconds(make_app):
+    app, _ = make_app()
+    before = call(app)[2].decode()
+    assert marks(before) == {}
+    run, why_not = app.syncer.start("run")
+    assert why_not is None
+    run.done.wait(30)
+    assert sum(map(len, marks(call(app)[2].decode()).values())) == 1  # at once
+    finish(app, app.clock() - 60)  # another process's run: shown within PAGE_DATA_SECS (and the syncer's refresh)
+    assert sum(map(len, marks(call(app)[2].decode()).values())) == 1
+    wait_for(lambda: sum(map(len, marks(call(app)[2].decode()).values())) == 2, timeout=tcsync_wsgi.PAGE_DATA_SECS + 3)
+
+
+def test_a_failing_database_is_a_state_not_an_error(app, tmp_path):
+    app.store._connections["read"].close()  # the reading connection breaks, as a damaged disk would make it
+    status, _, page = call(app, headers=bearer())
+    assert status == 200 and state_of(page) == "database failing"
+    assert b"Not shown while the database is failing." in page
+    status, _, public = call(app)
+    assert status == 200 and app.store.path.encode() not in public
+
+
+# Sync now ------------------------------------------------------------------------------------
+
+def test_sync_now_starts_a_run_and_sends_the_browser_back_to_the_page(app):
+    form = f"secret={SERVICE_SECRET}&then=/".encode()
+    status, headers, _ = call(app, "POST", "/run", headers=FORM, body=form)
+    assert (status, headers["Location"]) == (303, "/")
+    wait_for(lambda: app.syncer.current is None)
+    assert [run["trigger"] for run in app.store.runs(5)] == ["run"]
+
+
+def test_sync_now_keeps_the_secret_in_the_address_only_when_asked(app):
+    form = f"secret={SERVICE_SECRET}&then=/%3Fsecret".encode()
+    status, headers, _ = call(app, "POST", "/run", headers=FORM, body=form)
+    assert (status, headers["Location"]) == (303, f"/?secret={SERVICE_SECRET}")
+
+
+def test_then_must_be_the_page_and_without_it_run_answers_json_as_before(app):
+    status, _, body = call(app, "POST", "/run", headers=FORM, body=f"secret={SERVICE_SECRET}&then=//evil".encode())
+    assert status == 400 and json.loads(body)["error"].startswith("then must be / or /?secret")
+    assert app.store.runs(5) == []
+    status, headers, body = call(app, "POST", "/run", headers=FORM, body=f"secret={SERVICE_SECRET}".encode())
+    assert status == 202 and json.loads(body)["started"] is True and "Location" not in headers
+
+
+def test_sync_now_needs_the_secret(app):
+    assert call(app, "POST", "/run", headers=FORM, body=b"then=/")[0] == 401
