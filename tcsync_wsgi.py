@@ -2103,8 +2103,11 @@ def chart_html(kind: str, unit: str | None, points: list[tuple[float, float]], n
                 guides=fill(PARTS["guides"], d=f"M0 {y(high):.2f}H{AXIS_UNITS}M0 {y(low):.2f}H{AXIS_UNITS}"),
                 label=f"{KIND_NAMES.get(kind, kind)} from {number_text(low, unit)} to {number_text(high, unit)}"
                       f"{unit_text}", max_top=f"{y(high):.2f}", min_top=f"{y(low):.2f}",
+                # each label on the outer side of its line, unless that is off the chart; one label if just one value
+                max_in=" in" if y(high) < 15 else "", min_in=" in" if y(low) > 85 else "",
                 max=f"max {number_text(high, unit)}{unit_text} ({clock_text(highest[0], now, tz)})",
-                min=f"min {number_text(low, unit)}{unit_text} ({clock_text(lowest[0], now, tz)})")
+                min=f"min {number_text(low, unit)}{unit_text} ({clock_text(lowest[0], now, tz)})" if low < high
+                else "")
 
 
 def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now: float, tz: dt.tzinfo,
@@ -2171,6 +2174,7 @@ def gather_page_data(app: App, now: float) -> PageData:
         return PageData(time.monotonic(), last_run, current, unavailable, Markup(), Markup(), unavailable,
                         Markup(), unreadable=True)
     cards = [sensor_card(sensor, by_kind, now, tz, band) for sensor, by_kind in zip(sensors, series, strict=True)]
+    cards.sort(key=lambda card: card[1] is None)  # the ones out of range first; else in the store's order
     return PageData(time.monotonic(), last_run, current, strip_html(runs, now, tz),
                     strip_summary(runs, now, tz, False), strip_summary(runs, now, tz, True),
                     join(card for card, _ in cards) if cards else fill(PARTS["no_sensors"]),
@@ -2266,6 +2270,7 @@ def render_status(app: App, request: Request, now: float, health: tuple[str, flo
         runs = fill(PARTS["unavailable"])
     versions = f"tcsync_wsgi {__version__}" + (f"; {app.versions}; database {app.store.path}" if authorized else "")
     return fill(STATUS_PAGE, state=state, state_class=state.replace(" ", "-"), sentence=sentence,
+                icon=ICON.substitute(colour=ICON_COLOURS.get(state, "cf222e")),
                 alerts=data.alerts, facts=facts_html(app, last_ok, now), strip=data.strip,
                 summary=data.summary_with_errors if authorized else data.summary,
                 sensors=fill(PARTS["sensors"], cards=data.cards) if app.settings.dt_secrets else Markup(),
@@ -2281,6 +2286,10 @@ KIND_NAMES = {"temperature": "Temperature", "humidity": "Humidity", "co2": "COâ‚
               "objectPresent": "Object", "waterPresent": "Water", "contact": "Contact", "motion": "Motion",
               "deskOccupancy": "Desk", "touch": "Touch", "touchCount": "Touches",
               "objectPresentCount": "Object count"}
+# The browser tab's icon: a dot in the state's colour (red unless listed), inline so that nothing is fetched.
+ICON = string.Template("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 2 2'%3E"
+                       "%3Ccircle cx='1' cy='1' r='1' fill='%23$colour'/%3E%3C/svg%3E")
+ICON_COLOURS = {"ok": "1a7f37", "paused": "9a5b00", "not configured": "59636e"}
 MARK_Y = {"ok": 8}  # an ok run's mark is shorter than the others: the outcome shows without colour too
 FAILURE_ADVICE = (  # a sync's error -> what to do, as the README's Troubleshooting says it
     (CREDENTIALS_REFUSED, "Log in at Tandem Source with the same email and password to check them"),
@@ -2349,7 +2358,8 @@ PARTS = {name: string.Template(text) for name, text in {
     "chart": '<figure class="chart"><figcaption>$title</figcaption><div class="plot">'
              '<svg viewBox="0 0 1440 100" preserveAspectRatio="none" role="img" aria-label="$label">'
              '$band$ticks$guides$lines$dots</svg>'
-             '<span class="max" style="top:$max_top%">$max</span><span class="min" style="top:$min_top%">$min</span>'
+             '<span class="max$max_in" style="top:$max_top%">$max</span>'
+             '<span class="min$min_in" style="top:$min_top%">$min</span>'
              '</div><div class="axis">$axis<span class="now">now</span></div></figure>',
     "band": '<rect class="band" x="0" y="$y" width="1440" height="$height"/>',
     "guides": '<path class="guide" d="$d"/>',
@@ -2368,6 +2378,7 @@ STATUS_PAGE = string.Template("""<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="60">
 <meta name="color-scheme" content="light dark">
+<link rel="icon" href="$icon">
 <title>$state Â· tconnectsync service</title>
 <style>
 :root{--bg:#fff;--fg:#1d2329;--muted:#59636e;--card:#f3f5f7;--line:#d3d9df;--ok:#1a7f37;--fail:#cf222e;
@@ -2414,7 +2425,8 @@ svg{display:block;width:100%;overflow:hidden}
 .plot svg{height:100%}
 .plot span{position:absolute;left:.3rem;font-size:.75rem;line-height:1;padding:.1rem .25rem;border-radius:3px;
 background:var(--bg);color:var(--fg)}
-.plot .max{transform:translateY(-110%)}.plot .min{transform:translateY(10%)}
+.plot .max,.plot .min.in{transform:translateY(-115%)}.plot .min,.plot .max.in{transform:translateY(15%)}
+.plot span:empty{display:none}
 .line{fill:none;stroke:var(--info);stroke-width:2;vector-effect:non-scaling-stroke;stroke-linejoin:round}
 .guide{stroke:var(--muted);stroke-width:1;stroke-dasharray:4 4;vector-effect:non-scaling-stroke}
 .band{fill:var(--band)}
