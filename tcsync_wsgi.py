@@ -1858,10 +1858,11 @@ class App:
             return "unknown"
 
     def page_data(self, now: float) -> PageData:
-        """What the status page reads from the store, drawn: read again after PAGE_DATA_SECS, or at once when a
-        run started or finished in this process. One request thread reads; the others meanwhile show the last."""
+        """What the status page reads from the store, drawn: read again after PAGE_DATA_SECS (or 20 times as long as
+        the last reading and drawing took, so that it never costs more than a twentieth of a core), or at once when
+        a run started or finished in this process. One request thread reads; the others meanwhile show the last."""
         data = self._page_data
-        fresh = data is not None and time.monotonic() - data.built_at < PAGE_DATA_SECS \
+        fresh = data is not None and time.monotonic() - data.built_at < data.fresh_for \
             and data.current is self.syncer.current and data.last_run == self.syncer.last_run
         if not fresh and self._page_data_lock.acquire(blocking=data is None):
             try:
@@ -1923,6 +1924,8 @@ DAY_SECS = 86400
 PAGE_DATA_SECS = SHARED_STATE_SECS  # how long the page reuses what it read from the store (see App.page_data)
 AXIS_UNITS = 1440  # SVG x units across the last 24 h: one per minute
 MARK_UNITS = 4  # a run's mark in the sync strip, in minutes: wide enough to see on a phone
+MAX_CARDS = 12  # sensor cards drawn: a family has a few sensors (the bench has 50); the others are counted
+THIN_SECS = 300  # a chart draws at most the lowest and the highest reading of each 5 minutes
 PLOT_UNITS = 100  # SVG y units of a chart
 
 
@@ -2059,6 +2062,19 @@ def out_since(points: list[tuple[float, float]], band: tuple[float, float] | Non
     return since
 
 
+def thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The lowest and the highest reading of each THIN_SECS, in time order: a sensor that reports every few seconds
+    still draws a small chart, with its peaks."""
+    buckets: dict[int, list[tuple[float, float]]] = {}
+    for point in points:
+        buckets.setdefault(int(point[0] // THIN_SECS), []).append(point)
+    kept: list[tuple[float, float]] = []
+    for bucket in buckets.values():
+        extremes = {min(bucket, key=lambda p: p[1]), max(bucket, key=lambda p: p[1])}
+        kept += bucket if len(bucket) <= 2 else sorted(extremes)
+    return kept
+
+
 def segments(points: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
     """The points split where the sensor was silent for long (3 x its usual interval, at least 30 min)."""
     gaps = sorted(b[0] - a[0] for a, b in itertools.pairwise(points))
@@ -2135,7 +2151,7 @@ def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now:
         note = fill(PARTS["card_alert"], since=time_html(since, now, tz), range=range_text)
     elif band and any(out_of_range(value, band) for _, value in temperatures):
         note = fill(PARTS["card_note"], range=band_text(band))
-    charts = join(chart_html(kind, readings[kind]["unit"], series[kind], now, tz, band if kind == "temperature"
+    charts = join(chart_html(kind, readings[kind]["unit"], thin(series[kind]), now, tz, band if kind == "temperature"
                              else None) for kind in NUMERIC_KINDS if series.get(kind))
     card = fill(PARTS["card"], name=name, out=" out" if alert else "", note=note, readings=lines, charts=charts,
                 device=fill(PARTS["device"], device=sensor["device"]) if sensor["name"] else Markup(),
@@ -2147,9 +2163,10 @@ def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now:
 
 @dataclasses.dataclass
 class PageData:
-    """What the status page read from the store and drew from it, reused for PAGE_DATA_SECS."""
+    """What the status page read from the store and drew from it, reused for a moment (App.page_data)."""
 
     built_at: float  # time.monotonic()
+    fresh_for: float  # seconds: PAGE_DATA_SECS, or longer when reading and drawing took long
     last_run: dict | None  # the syncer's, when built: a run that finished here since means draw again
     current: Run | None
     strip: Markup
@@ -2157,26 +2174,34 @@ class PageData:
     summary_with_errors: Markup
     cards: Markup
     alerts: Markup
-    unreadable: bool = False  # the store failed while reading: the strip and cards say so
+
+
+def card_order(sensor: dict, band: tuple[float, float] | None) -> tuple[bool, str]:
+    """Newest temperature out of range first, then by name: the same order at every refresh."""
+    temperature = sensor["readings"].get("temperature", {}).get("value")
+    outside = _is_number(temperature) and out_of_range(temperature, band)
+    return not outside, (sensor["name"] or sensor["device"]).lower()
 
 
 def gather_page_data(app: App, now: float) -> PageData:
-    """Read the last 24 h of runs and every sensor's readings, and draw the strip and the cards."""
-    syncer, tz, band = app.syncer, app.tz, app.settings.temperature_range
+    """Read the last 24 h of runs and the sensors' readings, and draw the strip and up to MAX_CARDS cards."""
+    syncer, tz, band, t0 = app.syncer, app.tz, app.settings.temperature_range, time.perf_counter()
     last_run, current = syncer.last_run, syncer.current
     try:
         runs = app.store.runs_since(now - DAY_SECS)
-        sensors = app.store.sensors() if app.settings.dt_secrets else []
+        sensors = sorted(app.store.sensors(), key=lambda s: card_order(s, band)) if app.settings.dt_secrets else []
         series = [{kind: app.store.series(sensor["device"], kind, now - DAY_SECS)
-                   for kind in NUMERIC_KINDS if kind in sensor["readings"]} for sensor in sensors]
+                   for kind in NUMERIC_KINDS if kind in sensor["readings"]} for sensor in sensors[:MAX_CARDS]]
     except StoreError:
         unavailable = fill(PARTS["unavailable"])
-        return PageData(time.monotonic(), last_run, current, unavailable, Markup(), Markup(), unavailable,
-                        Markup(), unreadable=True)
-    cards = [sensor_card(sensor, by_kind, now, tz, band) for sensor, by_kind in zip(sensors, series, strict=True)]
-    cards.sort(key=lambda card: card[1] is None)  # the ones out of range first; else in the store's order
-    return PageData(time.monotonic(), last_run, current, strip_html(runs, now, tz),
-                    strip_summary(runs, now, tz, False), strip_summary(runs, now, tz, True),
+        return PageData(time.monotonic(), PAGE_DATA_SECS, last_run, current, unavailable, Markup(), Markup(),
+                        unavailable, Markup())
+    cards = [sensor_card(sensor, by_kind, now, tz, band) for sensor, by_kind in zip(sensors, series, strict=False)]
+    cards.sort(key=lambda card: card[1] is None)  # out of range now, by the readings: first
+    if len(sensors) > MAX_CARDS:
+        cards.append((fill(PARTS["more_sensors"], count=len(sensors) - MAX_CARDS), None))
+    return PageData(time.monotonic(), max(PAGE_DATA_SECS, 20 * (time.perf_counter() - t0)), last_run, current,
+                    strip_html(runs, now, tz), strip_summary(runs, now, tz, False), strip_summary(runs, now, tz, True),
                     join(card for card, _ in cards) if cards else fill(PARTS["no_sensors"]),
                     join(alert for _, alert in cards if alert))
 
@@ -2344,6 +2369,7 @@ PARTS = {name: string.Template(text) for name, text in {
     "count": '<i class="key $outcome"></i>$count $outcome',
     "last_failure": "last failure $when$reason",
     "sensors": '<section><h2>Sensors</h2><div class="cards">$cards</div></section>',
+    "more_sensors": '<p class="muted">And $count more devices: /sensors lists them all (with the secret).</p>',
     "no_sensors": '<p class="muted">No Data Connector events yet. Once your sensors report, each gets a card here.</p>',
     "unavailable": '<p class="muted">Not shown while the database is failing.</p>',
     "card": '<article class="card$out"><h3>$name</h3>$device$note<ul class="readings">$readings</ul>$health$charts'

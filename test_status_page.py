@@ -10,7 +10,7 @@ from conftest import SERVICE_SECRET, LogLines, bearer, call, wait_for
 import tcsync_wsgi
 from tcsync_wsgi import (
     DAY_SECS, age_text, axis_ticks, chart_html, clock_text, load_settings, out_since, segments, sensor_card,
-    strip_html, strip_summary, time_html,
+    strip_html, strip_summary, thin, time_html,
 )
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z, 03:00 in New York
@@ -135,6 +135,14 @@ def test_a_long_silence_breaks_the_line():
     points = [(NOW - 7200, 4.0), (NOW - 6300, 4.1), (NOW - 5400, 4.2), (NOW - 900, 4.3), (NOW, 4.4)]
     assert [len(part) for part in segments(points)] == [3, 2]
     assert chart_html("temperature", "°C", points, NOW, NY, None).count("<polyline") == 2
+
+
+def test_a_sensor_reporting_every_minute_draws_the_lowest_and_highest_of_each_five_minutes():
+    points = [(NOW - 3600 + 60 * i, 4.0 + (i % 5) / 10 + (5.0 if i == 32 else 0)) for i in range(60)]
+    kept = thin(points)
+    assert len(kept) == 24 and kept == sorted(kept)
+    assert max(kept, key=lambda p: p[1]) == points[32] and min(v for _, v in kept) == 4.0
+    assert thin(TEMPERATURES) == TEMPERATURES
 
 
 def test_out_of_range_since_is_the_start_of_the_newest_streak():
@@ -304,6 +312,17 @@ def test_a_device_name_a_device_id_and_an_error_holding_markup_render_as_text(ap
     assert "&lt;script&gt;alert(&#x27;name&#x27;)&lt;/script&gt;" in page
     assert "&lt;b onclick=alert(1)&gt;" in page
     assert "&lt;script&gt;alert(&#x27;error&#x27;)&lt;/script&gt;" in page
+
+
+def test_at_most_twelve_cards_out_of_range_first_then_by_name(make_app):
+    app, _ = make_app(clock=lambda: NOW, DT_TEMPERATURE_RANGE="2..8")
+    for i, value in enumerate([4.0] * 13 + [9.0]):
+        event = {"eventId": f"e{i}", "eventType": "temperature", "targetName": f"projects/p/devices/d{i:02}",
+                 "data": {"temperature": {"value": value}}, "timestamp": "2027-01-15T07:50:00Z"}
+        app.store.add_event(event, NOW, json.dumps({"event": event}).encode())
+    page = call(app)[2].decode()
+    assert re.findall(r"<h3>(\w+)</h3>", page) == ["d13", *(f"d{i:02}" for i in range(11))]
+    assert "And 2 more devices: /sensors lists them all (with the secret)." in page
 
 
 # Cost: what the page reads is reused for a moment, and read again when a run finishes here -----
