@@ -7,6 +7,7 @@ artifacts/screenshots/ (not committed) for a person to look at.
 """
 
 import json
+import math
 import os
 import time
 import urllib.parse
@@ -122,11 +123,12 @@ def history(db_path, now, failing_since=None, slept=(16, 13)):
 
 
 def fridge_curve(now, hours=24, door_open_since=None):
-    """(time, °C) every 15 minutes: a fridge cycling between 3.6 and 5.4 °C; warming past 8 °C once the door is open."""
+    """(time, °C) every 15 minutes: a fridge cycling between 3.6 and 5.4 °C every 3 hours; warming past 8 °C once the
+    door is open."""
     readings = []
     for i in range(hours * 4, 0, -1):
         at = now - i * 900 + 60
-        value = 4.5 + 0.9 * ((i % 8) - 3.5) / 3.5
+        value = 4.5 + 0.9 * math.sin(i * math.pi / 6)
         if door_open_since and now - at < door_open_since:
             value = 8.4 + (door_open_since - (now - at)) / 900 * 0.4
         readings.append((at, round(value, 2)))
