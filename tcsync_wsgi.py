@@ -2095,14 +2095,15 @@ def chart_html(kind: str, unit: str | None, points: list[tuple[float, float]], n
     values = [value for _, value in points]
     low, high = min(values), max(values)
     bottom, top = min(low, *band) if band else low, max(high, *band) if band else high
-    pad = (top - bottom) * 0.1 or 1.0
+    pad = (top - bottom) * 0.1 or max(1.0, abs(top) / 100)
     bottom, top = bottom - pad, top + pad
+    span = top - bottom if math.isfinite(top - bottom) and top > bottom else 0.0  # 0: values beyond floats' reach
 
     def x(at: float) -> str:
         return f"{(at - start) / 60:.1f}"
 
     def y(value: float) -> float:
-        return (top - value) / (top - bottom) * PLOT_UNITS
+        return (top - value) / span * PLOT_UNITS if span else PLOT_UNITS / 2
 
     lines = join(fill(PARTS["line"], points=" ".join(f"{x(at)},{y(value):.2f}" for at, value in part))
                  for part in segments(points))

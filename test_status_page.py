@@ -6,6 +6,8 @@ import zoneinfo
 
 import pytest
 from conftest import SERVICE_SECRET, LogLines, bearer, call, wait_for
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tcsync_wsgi
 from tcsync_wsgi import (
@@ -143,6 +145,21 @@ def test_a_sensor_reporting_every_minute_draws_the_lowest_and_highest_of_each_fi
     assert len(kept) == 24 and kept == sorted(kept)
     assert max(kept, key=lambda p: p[1]) == points[32] and min(v for _, v in kept) == 4.0
     assert thin(TEMPERATURES) == TEMPERATURES
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(name=st.one_of(st.none(), st.text()), device=st.text(min_size=1),
+       points=st.lists(st.tuples(st.floats(NOW - 2 * DAY_SECS, NOW + 3600), finite), min_size=1, max_size=40),
+       band=st.one_of(st.none(), st.tuples(finite, finite).filter(lambda b: b[0] < b[1])))
+def test_any_sensor_data_draws_a_card_with_its_text_escaped(name, device, points, band):
+    points.sort()
+    sensor = {"device": device, "target": None, "name": name, "last_event_at": None,
+              "readings": {"temperature": {"value": points[-1][1], "unit": "°C", "at": tcsync_wsgi.iso(points[-1][0])}}}
+    card, _ = sensor_card(sensor, {"temperature": points}, NOW, NY, band)
+    text = re.sub(r"<[^>]+>", "", card)
+    assert "<" not in text and ">" not in text
 
 
 def test_out_of_range_since_is_the_start_of_the_newest_streak():
