@@ -263,6 +263,17 @@ class PostgresServer:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
+    def drop_database(self, url: str) -> None:
+        """Drop a database made by create_database (its connections too): a test's ~7.5 MB go back at once."""
+        import psycopg
+        from psycopg import sql
+
+        if not self.running:
+            return
+        name = sql.Identifier(url.rsplit("/", 1)[1])
+        with psycopg.connect(self.url(), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
 
 class _PortTaken(Exception):
     pass
