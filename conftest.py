@@ -220,4 +220,6 @@ def database_url(pg_server):
     """The URL of a new, empty database on the session's server (postgresql://postgres@127.0.0.1:PORT/test_N)."""
     if not pg_server.running:  # a test that stopped it failed before starting it again
         pg_server.start()
-    return pg_server.create_database()
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)  # a full run would otherwise leave about 1 GB in /tmp until its end

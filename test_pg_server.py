@@ -1,9 +1,14 @@
 """The PostgreSQL test harness itself (pg_server.py and the fixtures in conftest.py)."""
 
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import wait_for
 
 
 def test_a_database_answers_on_127_0_0_1(database_url):
@@ -47,3 +52,24 @@ def test_the_server_runs_as_an_unprivileged_user(pg_server, database_url):
         assert owners == {pg_server.account.pw_uid} and 0 not in owners
     else:
         assert owners == {os.geteuid()}
+
+
+def test_an_owner_killed_by_sigkill_leaves_no_server_and_no_folder(pg_server):  # pg_server: PostgreSQL is there
+    code = "import pg_server, time; s = pg_server.PostgresServer(); print(s.base, s.pid, flush=True); time.sleep(60)"
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parent)
+    try:
+        base, pid = owner.stdout.readline().split()
+        assert os.path.isdir(base)
+    finally:
+        owner.send_signal(signal.SIGKILL)  # no atexit, no finalizer: the watchdog cleans up
+        owner.communicate()
+    wait_for(lambda: not os.path.exists(base) and not running(pid), timeout=30)
+
+
+def running(pid) -> bool:
+    """Whether the process runs: neither gone nor a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

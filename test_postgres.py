@@ -1,5 +1,6 @@
 """PostgreSQL (DATABASE_URL) against a real server the tests start: two processes, restarts, outages."""
 
+import itertools
 import json
 import os
 import signal
@@ -102,16 +103,24 @@ def test_two_processes_on_one_database_sync_one_at_a_time_and_share_events(datab
                                                                          tmp_path):
     url = with_password(database_url)
     tandem.pump_log_secs = 0.3  # each sync holds Tandem long enough for the others to collide
-    a, address_a = start_web(tandem, nightscout, tmp_path, url, "a", TCONNECTSYNC_HEROKU_INTERVAL_MINS="0.01")
-    b, address_b = start_web(tandem, nightscout, tmp_path, url, "b", TCONNECTSYNC_HEROKU_INTERVAL_MINS="0.01")
+    # Timers every 1.8 s on both: they collide with each other and with the storm, and leave it room.
+    a, address_a = start_web(tandem, nightscout, tmp_path, url, "a", TCONNECTSYNC_HEROKU_INTERVAL_MINS="0.03")
+    b, address_b = start_web(tandem, nightscout, tmp_path, url, "b", TCONNECTSYNC_HEROKU_INTERVAL_MINS="0.03")
     outputs = []
     try:
         answers_seen = []
 
-        def storm(address):
-            for i in range(8):
+        def storm(address):  # /run and /update back to back until each has started a sync at least once
+            started = set()
+            deadline = time.monotonic() + 60
+            for i in itertools.count():
                 path = "/run" if i % 2 else "/update"
-                answers_seen.append(request(address, "POST", path, bearer(), timeout=60)[0])
+                status, _, body = request(address, "POST", path, bearer(), timeout=60)
+                answers_seen.append(status)
+                if status == 200 or b'"started": true' in body:
+                    started.add(path)
+                if (i >= 8 and len(started) == 2) or time.monotonic() > deadline:
+                    return
 
         def deliver(address, ids):
             for event_id in ids:
@@ -128,7 +137,7 @@ def test_two_processes_on_one_database_sync_one_at_a_time_and_share_events(datab
         for t in threads:
             t.join(120)
         assert set(answers_seen) <= {200, 202, 409} and answers_seen.count(200) >= 30
-        wait_for(lambda: {r["trigger"] for r in runs_of(address_a)} >= {"run", "update", "timer"})
+        wait_for(lambda: {r["trigger"] for r in runs_of(address_a)} >= {"run", "update", "timer"}, timeout=30)
         wait_for(lambda: runs_of(address_a) == runs_of(address_b))  # one history, whichever process answers
         assert tandem.most_pump_logs_in_flight == 1  # never two syncs at the same moment
         assert len(nightscout.treatments) == 2  # nothing uploaded twice
