@@ -1832,7 +1832,7 @@ class App:
 
     def status_page(self, request: Request) -> Response:
         authorized = self._is_authorized(request)
-        wrong = not authorized and "secret" in request.environ.get("QUERY_STRING", "")
+        wrong = not authorized and self._secret_in_address(request)
         now, health = self.clock(), self.health()
         events = self.event_summary(now)
         if authorized or wrong:
@@ -1846,6 +1846,13 @@ class App:
                 cached = self._public_page = (time.monotonic(), key, body)
             body = cached[2]
         return Response(200, body, "text/html; charset=utf-8")
+
+    @staticmethod
+    def _secret_in_address(request: Request) -> bool:
+        try:
+            return "secret" in request.params()
+        except HTTPError:  # a query string the page cannot read is no secret
+            return False
 
     def event_summary(self, now: float) -> tuple[int, float | None] | str | None:
         """(events in the last 24 h, the newest one's arrival), None with the receiver off, "unknown" if the store
@@ -2030,7 +2037,7 @@ def strip_html(runs: list[dict], now: float, tz: dt.tzinfo) -> Markup:
 def strip_summary(runs: list[dict], now: float, tz: dt.tzinfo, with_errors: bool) -> Markup:
     """'71 ok, 3 failed, last failure 09:12: could not reach Nightscout'; the error only with the secret."""
     if not runs:
-        return Markup("No syncs in the last 24 hours.")
+        return fill(SENTENCES["no_syncs"])
     counts = collections.Counter(run["outcome"] for run in runs)
     parts = [fill(PARTS["count"], outcome=outcome, count=counts[outcome])
              for outcome in ("ok", "failed", "interrupted", "running") if counts[outcome]]
@@ -2226,7 +2233,7 @@ def page_state(app: App, health: str, last_ok: float | None, now: float, authori
         detail = f": {app.store.failure} ({app.store.path})" if authorized else ""
         return "database failing", fill(SENTENCES["database failing"], detail=detail,
                                         advice=DATABASE_ADVICE[app.store.dialect])
-    if syncer.paused_until:
+    if syncer.paused_until and now < syncer.paused_until:  # once it is over, the timer tries again
         return "paused", fill(SENTENCES["paused"], until=time_html(syncer.paused_until, now, tz),
                               manual="pressing Sync now" if authorized else "a manual /run")
     if health == "stale":
@@ -2243,7 +2250,7 @@ def page_state(app: App, health: str, last_ok: float | None, now: float, authori
 
 def facts_html(app: App, last_ok: float | None, now: float) -> Markup:
     s, syncer, tz = app.settings, app.syncer, app.tz
-    if syncer.paused_until:
+    if syncer.paused_until and now < syncer.paused_until:
         next_sync = fill(SENTENCES["next_paused"], until=time_html(syncer.paused_until, now, tz),
                          reason=CREDENTIALS_REFUSED)
     elif app.timer and app.timer.next_at:
@@ -2344,6 +2351,7 @@ SENTENCES = {name: string.Template(text) for name, text in {
     "why_secret": "The last sync failed at $when; open this page with ?secret= to see why. The next sync tries again.",
     "why_quiet": "No sync ran lately: is the timer on, or is a monitor calling /run?",
     "ok": "Syncs work: the last one succeeded $when.",
+    "no_syncs": "No syncs in the last 24 hours.",
     "idle": "Ready: no sync has run yet. $first",
     "first_timer": "The timer starts the first one in a few seconds.",
     "first_no_timer": "There is no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS), so syncs run when /run is called.",

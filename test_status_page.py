@@ -281,14 +281,21 @@ def test_stale_says_since_when(make_app):
                                  "timer on, or is a monitor calling /run?")
 
 
-def test_paused_says_until_when_and_how_to_retry(make_app, tandem):
-    app, _ = make_app(clock=lambda: NOW)
+def test_paused_says_until_when_and_how_to_retry_and_then_what_failed(make_app, tandem):
+    now = [NOW]
+    app, _ = make_app(clock=lambda: now[0])
     tandem.password = "changed-on-tandem"
     assert sync(app).error == tcsync_wsgi.CREDENTIALS_REFUSED
     assert state_of(call(app)[2]) == "paused"
     assert sentence_of(call(app, headers=bearer())[2]) == (
         "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD. Timed syncs "
         "wait until 09:00 (in 6 h); once the password is right, pressing Sync now tries again at once.")
+    now[0] += 6 * 3600 + 60  # the pause is over: the timer tries again, and the page says what failed last
+    page = call(app, headers=bearer())[2]
+    assert state_of(page) == "stale" and b"paused until" not in page
+    assert sentence_of(page).endswith("The last sync failed at 03:00 (6 h ago): Tandem Source refused the credentials "
+                                      "(HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD. Log in at Tandem Source "
+                                      "with the same email and password to check them.")
 
 
 def test_versions_and_the_database_path_only_with_the_secret(app):
