@@ -3,7 +3,8 @@
 One module, read top to bottom in the order data flows:
 Settings -> Store -> Sync -> Timer -> Auth and signatures -> HTTP -> Main.
 Run-time dependencies: the standard library, waitress, tconnectsync (imported lazily, at the first
-sync or check) and PyJWT (imported lazily, at the first Data Connector delivery).
+sync or check), PyJWT (imported lazily, at the first Data Connector delivery) and psycopg (imported
+only when DATABASE_URL names a PostgreSQL database).
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def load_settings(env=None) -> Settings:
 
 
 # ---------------------------------------------------------------------------------------------
-# Store: run history and Data Connector events in SQLite (WAL), behind one lock.
+# Store: runs and events in SQLite (WAL) or PostgreSQL; one writer thread commits, reads have their own connection.
 # ---------------------------------------------------------------------------------------------
 
 SCHEMA_VERSION = 2
