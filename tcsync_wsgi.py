@@ -1409,12 +1409,43 @@ def verify_delivery(body: bytes, token: str, secrets: tuple[str, ...],
     return claims
 
 
+MAX_JSON_DEPTH = 100  # the vendor's events nest 5 deep; json's own limit depends on the Python and the stack
+TOO_DEEP = f"the body nests deeper than {MAX_JSON_DEPTH} levels"
+# A lone UTF-16 surrogate (from a \ud800 escape, or CESU-8 bytes) has no UTF-8 form: neither store can take it,
+# nor can an answer or the CSV send it. PostgreSQL's text refuses NUL, and no field of the vendor's holds one.
+UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_depth_and_text(document: Any) -> None:
+    """Refuse a body nested deeper than MAX_JSON_DEPTH, or one with a string (a value or a name) holding a
+    character that no store or answer can hold."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            found = UNSTORABLE_CHARACTER.search(value)
+            if found and found.group() == "\x00":
+                raise Rejected(400, "bad_event", "a text value in the body holds a NUL character (\\u0000),"
+                                                 " which cannot be stored")
+            if found:
+                raise Rejected(400, "bad_event", "a text value in the body holds a lone UTF-16 surrogate"
+                                                 " (\\ud800 to \\udfff), which cannot be stored: send whole characters")
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise Rejected(400, "bad_json", TOO_DEEP)
+            children = [*value, *value.values()] if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+
+
 def parse_event(body: bytes) -> dict:
     """The delivery's event object, checked for the fields we keep; raises Rejected."""
     try:
         document = json.loads(body)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise Rejected(400, "bad_json", TOO_DEEP) from None
+    except ValueError:
         raise Rejected(400, "bad_json", "the body is not JSON") from None
+    _check_depth_and_text(document)
     event = document.get("event") if isinstance(document, dict) else None
     if not isinstance(event, dict) or not isinstance(event.get("eventId"), str) or not event["eventId"] \
             or not isinstance(event.get("eventType"), str):
