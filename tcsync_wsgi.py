@@ -1338,31 +1338,38 @@ class Rejected(Exception):
 
 
 _jwt_decoders: dict = {}
+TIME_CLAIMS = ("exp", "iat", "nbf")
 
 
 def _jwt_decoder(clock: Callable[[], float] | None):
-    """PyJWT's decode; with a clock, one whose exp/iat/nbf checks use it (PyJWT reads the wall clock)."""
+    """PyJWT's decode, with exp, iat and nbf required to be JSON numbers (PyJWT takes int() of any claim:
+    "9999999999" and true too); with a clock, checked against it (PyJWT reads the wall clock)."""
     if clock in _jwt_decoders:
         return _jwt_decoders[clock]
     import jwt  # 0.17 s with cryptography: paid at the first delivery, not at boot
 
-    if clock is None:
-        decoder = jwt.decode
-    else:
-        class ClockedJWT(jwt.PyJWT):
-            def _validate_iat(self, payload, now, leeway):
-                super()._validate_iat(payload, clock(), leeway)
+    class DeliveryJWT(jwt.PyJWT):
+        def _validate_claims(self, payload, options, *args, **kwargs):
+            for claim in TIME_CLAIMS:
+                value = payload.get(claim)  # null is left to PyJWT: a missing claim where one is required
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise jwt.DecodeError(f"{claim} must be a number")
+            super()._validate_claims(payload, options, *args, **kwargs)
 
-            def _validate_nbf(self, payload, now, leeway):
-                super()._validate_nbf(payload, clock(), leeway)
+        def _validate_iat(self, payload, now, leeway):
+            super()._validate_iat(payload, clock() if clock else now, leeway)
 
-            def _validate_exp(self, payload, now, leeway):
-                super()._validate_exp(payload, clock(), leeway)
+        def _validate_nbf(self, payload, now, leeway):
+            super()._validate_nbf(payload, clock() if clock else now, leeway)
 
-        decoder = ClockedJWT().decode
-    _jwt_decoders[clock] = decoder
+        def _validate_exp(self, payload, now, leeway):
+            super()._validate_exp(payload, clock() if clock else now, leeway)
+
+    decoder = _jwt_decoders[clock] = DeliveryJWT().decode
     return decoder
 
+
+MAX_EXP_AHEAD_SECS = 86400  # a day: the Data Connector's tokens expire an hour after they are made
 
 JWT_REASONS = (  # PyJWT exception class name -> our stable reason (first match in the MRO wins)
     ("InvalidAlgorithmError", "bad_algorithm"),
@@ -1394,6 +1401,8 @@ def verify_delivery(body: bytes, token: str, secrets: tuple[str, ...],
                 raise Rejected(400, reason, f"signature token rejected: {reason}") from None
     if claims is None:
         raise Rejected(400, "bad_signature", "signature token rejected: bad_signature")
+    if claims["exp"] > (clock or time.time)() + MAX_EXP_AHEAD_SECS:
+        raise Rejected(400, "expires_too_late", "signature token rejected: exp is more than a day ahead")
     present = 0
     for claim, digest in (("checksum", hashlib.sha1), ("checksum_sha256", hashlib.sha256)):
         if claim not in claims:

@@ -161,9 +161,22 @@ NEGATIVE = {
     "exp null": (400, "missing_claim", BODY, sign(BODY, exp=None), {}),
     "no iat": (400, "missing_claim", BODY, sign(BODY, drop=("iat",)), {}),
     "exp a word": (400, "malformed_token", BODY, sign(BODY, exp="soon"), {}),
-    "exp a list": (400, "bad_claims", BODY, sign(BODY, exp=[1]), {}),
+    # exp, iat and nbf must be JSON numbers: PyJWT 2.8 takes int() of anything, "9999999999" and true too
+    "exp numeric text": (400, "malformed_token", BODY, sign(BODY, exp=str(int(NOW) + 3600)), {}),
+    "iat numeric text": (400, "malformed_token", BODY, sign(BODY, iat=str(int(NOW))), {}),
+    "nbf numeric text": (400, "malformed_token", BODY, sign(BODY, nbf=str(int(NOW))), {}),
+    "iat a word": (400, "malformed_token", BODY, sign(BODY, iat="now"), {}),
+    "exp true": (400, "malformed_token", BODY, sign(BODY, exp=True), {}),
+    "iat true": (400, "malformed_token", BODY, sign(BODY, iat=True), {}),
+    "nbf false": (400, "malformed_token", BODY, sign(BODY, nbf=False), {}),
+    "exp a list": (400, "malformed_token", BODY, sign(BODY, exp=[1]), {}),
+    "iat an object": (400, "malformed_token", BODY, sign(BODY, iat={"a": 1}), {}),
+    "exp numeric text, wrong secret": (400, "bad_signature", BODY, sign(BODY, secret="wrong", exp="1"), {}),
     "exp infinite": (400, "bad_claims", BODY, sign(BODY, exp=float("inf")), {}),
-    "iat an object": (400, "bad_claims", BODY, sign(BODY, iat={"a": 1}), {}),
+    "nbf null": (400, "bad_claims", BODY, sign(BODY, nbf=None), {}),
+    # the Data Connector signs with exp an hour after iat; a day ahead is no real signer's token
+    "exp a day and a second ahead": (400, "expires_too_late", BODY, sign(BODY, exp=int(NOW) + 86400 + 1), {}),
+    "exp in 2286": (400, "expires_too_late", BODY, sign(BODY, exp=9999999999), {}),
     "no checksum": (400, "checksum_missing", BODY, sign(BODY, drop=("checksum", "checksum_sha256")), {}),
     "checksum a number": (400, "bad_checksum_claim", BODY, sign(BODY, checksum=123), {}),
     "sha1 right, sha256 wrong": (400, "checksum_mismatch", BODY, sign(BODY, checksum_sha256="0" * 64), {}),
@@ -188,6 +201,27 @@ def test_negative_matrix(app, case):
                                lint=lint)
     assert (got_status, json.loads(data)["error"]) == (status, reason)
     assert events(app) == []
+
+
+def test_time_claims_as_numbers_up_to_a_day_ahead_are_accepted(app):
+    for n, claims in enumerate([{"exp": int(NOW) + 86400}, {"exp": NOW + 3600.5, "iat": NOW - 0.5},
+                                {"nbf": int(NOW) - 10}, {"nbf": NOW + 59.5}]):
+        body = body_for(f"time-{n}")
+        assert post(app, body, sign(body, **claims)) == (200, {"ok": True, "duplicate": False,
+                                                               "event_id": f"time-{n}"}), claims
+
+
+def test_without_a_clock_the_wall_clock_checks_the_times():
+    now = time.time()
+    for claims, reason in (({}, None), ({"exp": int(now) - 61}, "expired"), ({"iat": int(now) + 120}, "not_yet_valid"),
+                           ({"exp": int(now) + 86400 + 60}, "expires_too_late"), ({"iat": "1"}, "malformed_token")):
+        token = sign(BODY, now=now, **claims)
+        if reason is None:
+            assert tcsync_wsgi.verify_delivery(BODY, token, (DT_SECRET,))["jti"] == "j"
+        else:
+            with pytest.raises(tcsync_wsgi.Rejected) as refused:
+                tcsync_wsgi.verify_delivery(BODY, token, (DT_SECRET,))
+            assert (refused.value.status, refused.value.reason) == (400, reason)
 
 
 def test_only_sha1_or_only_sha256_present_is_enough(app):
