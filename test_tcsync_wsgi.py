@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import urllib.parse
 
 import pytest
 from conftest import NS_SECRET, PASSWORD, SERVICE_SECRET, LogLines, call, service_env
@@ -163,6 +164,8 @@ def test_secret_matches():
     assert tcsync_wsgi.secret_matches("abc", "abc")
     assert not tcsync_wsgi.secret_matches("abd", "abc")
     assert not tcsync_wsgi.secret_matches("", "")
+    for near_miss in ("", "a", "ab", "abcd", "bc", "ABC"):
+        assert not tcsync_wsgi.secret_matches(near_miss, "abc"), near_miss
     assert not tcsync_wsgi.secret_matches("é" * 3, "abc")
 
 
@@ -275,6 +278,55 @@ def test_secret_accepted_as_bearer_query_or_form(app):
     status, _, body = call(app, "POST", "/run", headers={"Content-Type": "application/x-www-form-urlencoded"},
                            body=form)
     assert status == 202 and json.loads(body)["started"] is True
+
+
+# Only the exact secret passes: not a prefix, not an empty one, not one a character longer, on every guarded route
+# and every way of sending it. Each route gets a parameter it refuses (400) after the secret is checked, so that
+# passing the check shows without starting a sync, and refusal (403) shows that the check came first.
+NEAR_MISSES = ["", SERVICE_SECRET[:1], SERVICE_SECRET[:-1], SERVICE_SECRET + "x", SERVICE_SECRET.upper(),
+               SERVICE_SECRET[1:], "x" + SERVICE_SECRET[1:]]
+REFUSED_AFTER_AUTH = {"/run": "days=0", "/update": "days=0", "/check_login": "days=0", "/runs": "limit=0",
+                      "/events": "limit=0", "/events.csv": "colour=red", "/events.ndjson": "colour=red",
+                      "/sensors": "colour=red"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def with_secret(app, path, how, secret):
+    """The route's status with its refused parameter and this secret, sent as a ?secret=, a Bearer or a form."""
+    query = REFUSED_AFTER_AUTH[path]
+    encoded = urllib.parse.quote(secret)
+    if how == "query":
+        return call(app, path=path, query=f"{query}&secret={encoded}")[0]
+    if how == "bearer":
+        return call(app, path=path, query=query, headers=auth(secret))[0]
+    return call(app, "POST", path, headers=FORM, body=f"{query}&secret={encoded}".encode())[0]
+
+
+@pytest.mark.parametrize(("path", "how"), [(path, how) for path in REFUSED_AFTER_AUTH for how in ("query", "bearer")]
+                         + [(path, "form") for path in ("/run", "/update", "/check_login")])
+def test_only_the_exact_secret_passes_on_every_route_every_way(app, path, how):
+    assert with_secret(app, path, how, SERVICE_SECRET) == 400
+    assert {secret: with_secret(app, path, how, secret) for secret in NEAR_MISSES} == dict.fromkeys(NEAR_MISSES, 403)
+    assert call(app, path=path, query="secret")[0] == 403  # a bare ?secret is an empty one
+    assert app.store.runs(10) == []
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz"])
+def test_a_near_miss_secret_gets_the_public_answer_of_public_routes(make_app, path):
+    app, _ = make_app(clock=lambda: 1_800_000_000.0)
+    run = tcsync_wsgi.Run(app.store.start_run("run", 1_800_000_000.0 - 60), "run", 1_800_000_000.0 - 60,
+                          finished_at=1_800_000_000.0 - 50, outcome="failed", error="could not reach Nightscout (ns)")
+    app.store.finish_run(run)
+    public = call(app, path=path)[2]
+    note = b'<p class="note">The secret in the address is wrong: this is the page without it.</p>'
+    for secret in NEAR_MISSES:
+        assert call(app, path=path, headers=auth(secret))[2] == public, secret
+        by_address = call(app, path=path, query=f"secret={urllib.parse.quote(secret)}")[2]
+        assert by_address.replace(note, b"") == public, secret
+    if path == "/":
+        secret_page = call(app, path=path, headers=auth())[2]
+        assert b"Recent runs" in secret_page and b"Recent runs" not in public
+        assert SERVICE_SECRET.encode() in call(app, path=path, query=f"secret={SERVICE_SECRET}")[2]
 
 
 @pytest.mark.parametrize(("query", "needle"), [
