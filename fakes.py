@@ -112,6 +112,10 @@ class _FakeServer:
         """Answer one request as (status, JSON-able or bytes payload, headers)."""
         raise NotImplementedError
 
+    def release(self):
+        """Let every held or stalled answer go, now and from now on."""
+        self._released.set()
+
     def close(self):
         """Release stalled handlers, stop serving and close the socket."""
         self._released.set()

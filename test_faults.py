@@ -81,6 +81,24 @@ def test_nightscout_503_fails_runs_health_turns_stale_and_recovers_without_resta
     assert len(nightscout.treatments) == 2
 
 
+# One run at a time ---------------------------------------------------------------------------
+
+def test_update_and_check_login_are_409_while_a_run_is_in_progress(make_app, tandem):
+    tandem.pump_log_secs = 60.0  # Tandem holds the pump logs: the run stays in progress until released
+    app, _ = make_app()
+    with served(app) as address:
+        assert request(address, "POST", "/run", bearer())[0] == 202
+        wait_for(lambda: tandem.pump_logs_in_flight == 1)
+        for method in ("GET", "POST"):
+            for path in ("/update", "/check_login"):
+                status, _, body = request(address, method, path, bearer())
+                assert (status, body) == (409, b"Not started: a sync is already running.\n"), (method, path)
+        tandem.release()
+        wait_for(lambda: runs_of(address)[0]["outcome"] != "running")
+        assert request(address, "GET", "/check_login", bearer())[0] == 200
+        assert [(r["trigger"], r["outcome"]) for r in runs_of(address)] == [("check", "ok"), ("run", "ok")]
+
+
 # Backoff -------------------------------------------------------------------------------------
 
 def test_backoff_doubles_after_each_failure_caps_at_an_hour_and_resets(make_app, nightscout):
@@ -94,6 +112,23 @@ def test_backoff_doubles_after_each_failure_caps_at_an_hour_and_resets(make_app,
     run, _ = app.syncer.start("run")
     run.done.wait(10)
     assert run.outcome == "ok" and timer.next_delay() == 60
+
+
+def test_the_timer_schedules_the_interval_in_minutes_and_doubles_it_after_failures(make_app, nightscout):
+    app, _ = make_app(timer=True, TCONNECTSYNC_HEROKU_INTERVAL_MINS="5")
+    before = time.time()
+    app.timer.start()
+    assert before + 5 <= app.timer.next_at <= time.time() + 5  # the first sync soon after the start
+    app.timer.stop()
+
+    app, _ = make_app(timer=True, TCONNECTSYNC_HEROKU_INTERVAL_MINS="5")
+    for outcome, delay in (("ok", 300), ("failed", 300), ("failed", 600)):
+        nightscout.mode = "ok" if outcome == "ok" else "503"
+        before = time.time()
+        app.timer._tick()  # what the timer runs when it fires: a sync, then the next one scheduled
+        assert app.syncer.last_run["outcome"] == outcome
+        assert before + delay <= app.timer.next_at <= time.time() + delay
+        app.timer._timer.cancel()  # this test ticks, not the timer
 
 
 def test_refused_credentials_pause_the_timer_until_a_manual_run(make_app, tandem):

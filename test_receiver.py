@@ -224,6 +224,19 @@ def test_without_a_clock_the_wall_clock_checks_the_times():
             assert (refused.value.status, refused.value.reason) == (400, reason)
 
 
+def test_the_checksums_cover_the_exact_bytes_received_whitespace_included(app):
+    body = b"\n " + body_for("ws-1") + b"\n  \r\n"
+    assert post(app, body, sign(body)) == (200, {"ok": True, "duplicate": False, "event_id": "ws-1"})
+    other = body_for("ws-2") + b" \n"
+    mismatch = {"checksum": "checksum does not match the body", "checksum_sha256": "checksum_sha256 does not match"
+                " the body"}
+    for present, absent in (("checksum", "checksum_sha256"), ("checksum_sha256", "checksum")):
+        for signed in (other.strip(), other.rstrip(b"\n"), other + b"\n"):
+            assert post(app, other, sign(signed, drop=(absent,))) == (
+                400, {"error": "checksum_mismatch", "message": mismatch[present]}), (present, signed)
+    assert [bytes(kept) for (kept,) in stored(app, "SELECT body FROM events")] == [body]
+
+
 def test_only_sha1_or_only_sha256_present_is_enough(app):
     assert post(app, body_for("only-1"), sign(body_for("only-1"), drop=("checksum_sha256",)))[0] == 200
     assert post(app, body_for("only-2"), sign(body_for("only-2"), drop=("checksum",)))[0] == 200
@@ -429,3 +442,30 @@ def test_a_body_deeper_than_100_levels_is_refused_the_same_on_every_python(app):
     assert post(app, nested(100))[0] == 200
     [kept] = events(app)
     assert json.dumps(kept["data"]).count("[") == 98
+
+
+def add_events(store, count, newest_at):
+    """count events received a second apart, the newest at newest_at, ids e0 (newest) up; in one statement."""
+    store._write("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
+                 f" INSERT INTO events ({tcsync_wsgi.EVENT_COLUMNS})"
+                 " SELECT 'e' || i, 'touch', NULL, NULL, ? - i, 0, ?, NULL, ? - i FROM n",
+                 (count - 1, newest_at, b"{}", newest_at))
+
+
+def test_over_100_000_events_pruning_keeps_the_newest(app):
+    add_events(app.store, tcsync_wsgi.KEEP_EVENTS + 5, NOW)
+    app.store.prune_events(NOW)
+    count, oldest, newest = stored(app, "SELECT COUNT(*), MIN(received_at), MAX(received_at) FROM events")[0]
+    assert (count, oldest, newest) == (100_000, NOW - 99_999, NOW)
+    assert sorted(stored(app, "SELECT event_id FROM events WHERE event_id IN ('e0', 'e99999', 'e100000')")) == [
+        ("e0",), ("e99999",)]
+
+
+def test_pruning_deletes_events_received_more_than_30_days_ago(app):
+    for event_id, age in (("older", 30 * 86400 + 1), ("30-days", 30 * 86400), ("younger", 30 * 86400 - 1),
+                          ("now", 0)):
+        app.store.add_event({"eventId": event_id, "eventType": "touch"}, NOW - age, b"{}")
+    app.store.prune_events(NOW)
+    assert sorted(event_id for (event_id,) in stored(app, "SELECT event_id FROM events")) == [
+        "30-days", "now", "younger"]
+
