@@ -131,6 +131,15 @@ def test_without_a_signature_secret_post_is_403_naming_the_setting_unread(make_a
     assert answer == {"error": "not_configured", "message": "Set DT_SIGNATURE_SECRET to receive Data Connector events."}
 
 
+def test_a_body_of_exactly_64_kib_is_accepted_and_one_byte_more_is_413(app):
+    short = body_for("edge-1", pad="")
+    exact = body_for("edge-1", pad="x" * (64 * 1024 - len(short)))
+    assert len(exact) == 65536 and post(app, exact)[0] == 200
+    over = exact.replace(b'"edge-1"', b'"edge-2"').replace(b'"x', b'"xx')
+    assert len(over) == 65537 and post(app, over) == (413, {"error": "too_large",
+                                                            "message": "the body must be at most 65536 bytes"})
+
+
 def test_an_oversized_body_is_413_unread(app):
     status, answer = post(app, b"x", "t", headers={"Content-Length": str(64 * 1024 + 1)}, wsgi_input=ExplodingInput())
     assert (status, answer["error"]) == (413, "too_large")

@@ -273,6 +273,8 @@ def test_guarded_routes_are_disabled_without_a_configured_secret(make_app, path)
 
 def test_secret_accepted_as_bearer_query_or_form(app):
     assert call(app, path="/runs", headers=auth())[0] == 200
+    for scheme in ("bearer", "BEARER"):  # an auth scheme's name is case-insensitive (RFC 9110 11.1)
+        assert call(app, path="/runs", headers={"Authorization": f"{scheme} {SERVICE_SECRET}"})[0] == 200
     assert call(app, path="/runs", query=f"secret={SERVICE_SECRET}")[0] == 200
     form = f"secret={SERVICE_SECRET}&days=2&pretend=1".encode()
     status, _, body = call(app, "POST", "/run", headers={"Content-Type": "application/x-www-form-urlencoded"},
