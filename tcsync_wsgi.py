@@ -1435,6 +1435,8 @@ MAX_DELIVERY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 4096
 TRUE_WORDS = ("", "1", "true", "yes")  # a bare ?pretend means true
 FALSE_WORDS = ("0", "false", "no")
+# On every answer: nothing is cached, and no browser guesses a type other than the Content-Type we send.
+COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
 @dataclasses.dataclass
@@ -1678,7 +1680,7 @@ class App:
                      error=f"{type(e).__name__}: {e}"[:300])
             response = text_response(500, "Internal error; the service log has the details.\n")
         length = () if response.stream is not None else (("Content-Length", str(len(response.body))),)
-        headers = [("Content-Type", response.content_type), *length, ("Cache-Control", "no-store"), *response.headers]
+        headers = [("Content-Type", response.content_type), *length, *COMMON_HEADERS, *response.headers]
         start_response(STATUS_LINES[response.status], headers)
         ms = round((time.perf_counter() - t0) * 1000, 1)  # formatted here, not by logfmt: the hot path
         self.log.line(f"at=info event=request method={logfmt_value(request.method)} "
