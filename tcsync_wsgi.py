@@ -872,13 +872,22 @@ def open_store(settings: Settings) -> Store:
 # ---------------------------------------------------------------------------------------------
 
 _NEEDS_QUOTES = re.compile(r'[\s="\\]|^$')
+MAX_FIELD_CHARS = 300  # of one logged value (a path, an error): a stranger's 100 KB path is not 100 KB of log
+MAX_LINE_BYTES = 4096  # PIPE_BUF: a write up to this size reaches a pipe's reader whole, never mixed with another's
+
+
+def cut(text: str, limit: int) -> str:
+    """text, or its first limit characters and how many more there were."""
+    return text if len(text) <= limit else f"{text[:limit]}...[cut {len(text) - limit} chars]"
 
 
 def logfmt_value(value: Any) -> str:
-    """A value as logfmt writes it: quoted (JSON-style) if it has spaces, quotes or odd characters."""
-    text = str(value)
-    if _NEEDS_QUOTES.search(text) or not text.isprintable():
-        return json.dumps(text)
+    """A value as logfmt writes it: cut to MAX_FIELD_CHARS, quoted (JSON-style) if it has spaces, quotes or odd
+    characters; those (controls, bidi overrides) as \\u escapes, printable text such as é or °C as it is."""
+    text = cut(str(value), MAX_FIELD_CHARS)
+    printable = text.isprintable()
+    if _NEEDS_QUOTES.search(text) or not printable:
+        return json.dumps(text, ensure_ascii=not printable)
     return text
 
 
@@ -887,8 +896,19 @@ def logfmt(**fields: Any) -> str:
     return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields.items() if value is not None)
 
 
+def bounded_line(text: str) -> str:
+    """text and a newline in at most MAX_LINE_BYTES of UTF-8; a longer line is cut, saying how much."""
+    if len(text) < MAX_LINE_BYTES // 4:  # at most 4 bytes a character: short enough without encoding it
+        return text + "\n"
+    data = text.encode("utf-8", "replace")
+    if len(data) < MAX_LINE_BYTES:
+        return text + "\n"
+    kept = data[:MAX_LINE_BYTES - 40].decode("utf-8", "ignore")  # 40: the marker's room; ignore: no half character
+    return f"{kept}...[cut {len(text) - len(kept)} chars]\n"
+
+
 class Log:
-    """Whole lines to stdout, written by one thread in os.write calls of up to 4 KiB.
+    """Whole lines to stdout, written by one thread in os.write calls of up to MAX_LINE_BYTES.
 
     A request thread only queues its line: a write system call releases the GIL, and taking it
     back from busy threads stalled every request (measured in bench/). Lines stay whole and in
@@ -899,43 +919,46 @@ class Log:
         self.redact = redact
         self._write = write
         if write is None:
-            self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+            self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
             self._writer = threading.Thread(target=self._write_queued, name="log-writer", daemon=True)
             self._writer.start()
             atexit.register(self.close)
 
-    def line(self, text: str) -> None:
-        self.write_redacted(self.redact(text))
+    def fields(self, **fields: Any) -> str:
+        """logfmt of the fields, each redacted before it is cut: a cut must not leave half a secret behind."""
+        return logfmt(**{key: self.redact(str(value)) for key, value in fields.items() if value is not None})
 
     def write_redacted(self, text: str) -> None:
-        """A line that has been through self.redact already."""
-        text += "\n"
+        """A line that has been through self.redact already; cut to MAX_LINE_BYTES."""
+        text = bounded_line(text)
         if self._write is None:
-            self._queue.put(text)
+            self._queue.put(text.encode("utf-8", "replace"))
         else:
             self._write(text)
 
     def __call__(self, at: str = "info", **fields: Any) -> None:
-        self.line(logfmt(at=at, **fields))
+        self.write_redacted(self.fields(at=at, **fields))
 
     def _write_queued(self) -> None:
-        while (text := self._queue.get()) is not None:
-            batch = [text]
-            size = len(text)
-            while size < 4096:  # under PIPE_BUF, so a pipe reader never sees lines torn apart
+        line = self._queue.get()
+        while line is not None:
+            batch, size = [line], len(line)
+            while True:  # more queued lines join this write while it stays within MAX_LINE_BYTES
                 try:
-                    text = self._queue.get_nowait()
+                    line = self._queue.get_nowait()
                 except queue.Empty:
+                    line = b""
                     break
-                if text is None:
-                    self._queue.put(None)
-                    break
-                batch.append(text)
-                size += len(text)
+                if line is None or size + len(line) > MAX_LINE_BYTES:
+                    break  # the stop, or the first line of the next write
+                batch.append(line)
+                size += len(line)
             try:
-                os.write(1, "".join(batch).encode("utf-8", "replace"))
+                os.write(1, b"".join(batch))
             except OSError:
                 pass  # stdout gone (a closed pipe): nothing else to tell it to
+            if line == b"":
+                line = self._queue.get()
 
     def close(self) -> None:
         """Write everything queued, then stop the writer."""
@@ -1682,9 +1705,11 @@ class App:
         length = () if response.stream is not None else (("Content-Length", str(len(response.body))),)
         headers = [("Content-Type", response.content_type), *length, *COMMON_HEADERS, *response.headers]
         start_response(STATUS_LINES[response.status], headers)
-        ms = round((time.perf_counter() - t0) * 1000, 1)  # formatted here, not by logfmt: the hot path
-        self.log.line(f"at=info event=request method={logfmt_value(request.method)} "
-                      f"path={logfmt_value(request.path)} status={response.status} ms={ms}{response.log_fields}")
+        ms = round((time.perf_counter() - t0) * 1000, 1)  # formatted here, not by Log.fields: the hot path
+        redact = self.log.redact
+        self.log.write_redacted(f"at=info event=request method={logfmt_value(redact(request.method))} "
+                                f"path={logfmt_value(redact(request.path))} status={response.status} ms={ms}"
+                                f"{response.log_fields}")
         if response.stream is not None:
             return response.stream
         return [b"" if request.method == "HEAD" else response.body]
@@ -1909,7 +1934,7 @@ class App:
                 self.log("error", event="events.prune_failed", error=str(e)[:200])
         response = json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
         readings = readings_of(event["eventType"], event.get("data"))
-        response.log_fields = " " + logfmt(
+        response.log_fields = " " + self.log.fields(
             delivery=event["eventId"], type=event["eventType"], target=event.get("targetName"),
             device=device_of(event.get("targetName")), duplicate=duplicate,
             reading=",".join(str(value) for _, value, _ in readings) or None,

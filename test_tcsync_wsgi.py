@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -363,3 +365,54 @@ def test_every_answer_says_nosniff(tandem, nightscout, tmp_path):
     assert all(headers.get("X-Content-Type-Options") == "nosniff" for _, headers, _ in answers), answers
     app.syncer.close(time.monotonic() + 10)
     app.store.close()
+
+
+# Log lines: each field capped, no line over 4 KiB, whole lines in writes of at most 4 KiB -------
+
+def test_a_100_kb_path_is_one_short_log_line_that_says_what_was_cut(app):
+    assert call(app, path="/" + "a" * 100_000)[0] == 404
+    [line] = app.log._write.events("request")
+    assert len(line.encode()) <= 4096
+    assert f"path=\"/{'a' * 299}...[cut 99701 chars]\" status=404" in line
+
+
+def test_a_secret_at_a_fields_cut_is_redacted_not_halved(app):
+    call(app, path="/" + "a" * 280 + SERVICE_SECRET)  # 302 characters: a cut first would keep 19 of the secret's
+    [line] = app.log._write.events("request")
+    assert f"path=/{'a' * 280}[redacted] status=404" in line
+
+
+def test_no_log_line_is_over_4_kib_whatever_its_fields_or_characters():
+    lines = LogLines()
+    log = tcsync_wsgi.Log(lines)
+    log(event="wide", **{f"field{i}": "é" * 1000 for i in range(20)})  # 20 fields of 600 bytes after their cut
+    log.write_redacted("€" * 5000)  # tconnectsync's lines come this way, whole
+    wide, long = lines
+    assert wide.startswith('at=info event=wide field0="' + "é" * 300 + '...[cut 700 chars]" field1="')
+    assert long.startswith("€" * 1000)
+    for line in lines:
+        assert len(line.encode()) <= 4096 and line.endswith(" chars]\n") and line.count("\n") == 1
+
+
+def test_the_log_writer_writes_whole_lines_in_writes_of_at_most_4_kib(tmp_path):
+    """The real writer thread, its stdout a packet socket: each os.write arrives as one record."""
+    script = ("import tcsync_wsgi\n"
+              "log = tcsync_wsgi.Log()\n"
+              "for i in range(300):\n"
+              "    log(event='example', i=i, text='€' * 290)\n"  # 900 bytes in 300 characters
+              "log.write_redacted('x' * 10_000)\n"
+              "log.close()\n")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=theirs, stderr=subprocess.PIPE,
+                                 cwd=os.path.dirname(tcsync_wsgi.__file__))
+        theirs.close()
+        ours.settimeout(30)
+        writes = list(iter(lambda: ours.recv(1 << 20), b""))
+    assert child.wait(30) == 0, child.stderr.read()
+    assert max(map(len, writes)) <= 4096
+    assert all(write.endswith(b"\n") for write in writes)
+    lines = b"".join(writes).decode().splitlines()
+    assert [line.split()[2] for line in lines[:300]] == [f"i={i}" for i in range(300)]
+    assert len(lines) == 301 and lines[300].startswith("x" * 4000) and lines[300].endswith(" chars]")
+    assert len(writes) < 200  # lines still share writes
