@@ -81,7 +81,7 @@ class Settings:
     tconnect_email: str = ""
     tconnect_password: str = dataclasses.field(default="", repr=False)
     tconnect_region: str = "US"
-    ns_url: str = ""
+    ns_url: str = dataclasses.field(default="", repr=False)  # may hold a password: https://user:pass@host/
     ns_secret: str = dataclasses.field(default="", repr=False)
     timezone_name: str = "America/New_York"
     dt_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
@@ -91,8 +91,9 @@ class Settings:
     def secret_values(self) -> list[str]:
         """Every secret value that must never leave the process."""
         values = [self.secret, self.tconnect_password, self.ns_secret, *self.dt_secrets]
-        database_password = urllib.parse.urlsplit(self.database_url).password or ""
-        values += [database_password, urllib.parse.unquote(database_password)]
+        for url in (self.ns_url, self.database_url):  # user:password@ (a Nightscout behind basic auth)
+            password = urllib.parse.urlsplit(url).password or ""
+            values += [password, urllib.parse.unquote(password)]
         if self.ns_secret:
             values.append(hashlib.sha1(self.ns_secret.encode()).hexdigest())
         return [v for v in values if v]
@@ -176,7 +177,9 @@ def load_settings(env=None) -> Settings:
     ns_url = env.get("NS_URL", "").strip()
     if ns_url:
         if not re.match(r"https?://[^/\s]+", ns_url):
-            problems.append(f"NS_URL must start with https:// (or http://), got {ns_url!r}")
+            shown = ns_url.rpartition("@")[2]  # never echo a user:password@
+            problems.append(f"NS_URL must start with https:// (or http://), got {shown!r}"
+                            + (" (after its user:password@)" if shown != ns_url else ""))
         ns_url = ns_url.rstrip("/") + "/"  # tconnectsync joins paths onto it
 
     database_url = env.get("DATABASE_URL", "").strip()
@@ -1076,6 +1079,11 @@ CREDENTIALS_REFUSED = "Tandem Source refused the credentials (HTTP 401): check T
 CREDENTIALS_PAUSE_SECS = 6 * 3600  # every login attempt counts toward Tandem's account lockout
 
 
+def host_of(url: str) -> str:
+    """host[:port] of a URL, without the user:password@ it may carry."""
+    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+
+
 class Syncer:
     """Runs syncs and checks one at a time, in background threads, recording each as a Run."""
 
@@ -1265,8 +1273,8 @@ class Syncer:
         requests = self._tc.requests if self._tc else None
         text = f"{type(error).__name__}: {error}"
         if requests and isinstance(error, requests.RequestException) and error.request is not None:
-            host = urllib.parse.urlsplit(error.request.url).netloc
-            side = "Nightscout" if host == urllib.parse.urlsplit(self.settings.ns_url).netloc else "Tandem Source"
+            host = host_of(error.request.url)
+            side = "Nightscout" if host == host_of(self.settings.ns_url) else "Tandem Source"
             if isinstance(error, requests.Timeout):
                 text = (f"{side} ({host}) did not answer within the sync's time limit "
                         f"(TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS={self.settings.sync_timeout_secs:g})")
@@ -1854,9 +1862,13 @@ class App:
         return ("ok" if last_ok is not None else "idle"), last_ok
 
     def healthz(self, request: Request) -> Response:
+        """Public: whether syncs work. The last run's error (hosts, upstream answers) only with the secret."""
         status, last_ok = self.health()
+        last_run = self.syncer.last_run
+        if last_run and not self._is_authorized(request):
+            last_run = {"outcome": last_run["outcome"], "finished_at": last_run["finished_at"]}
         return json_response(503 if status == "stale" else 200,
-                             {"status": status, "last_success_at": iso(last_ok), "last_run": self.syncer.last_run})
+                             {"status": status, "last_success_at": iso(last_ok), "last_run": last_run})
 
     def status_page(self, request: Request) -> Response:
         authorized = self._is_authorized(request)

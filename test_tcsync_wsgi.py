@@ -59,6 +59,13 @@ def test_each_bad_setting_is_named(env, needle):
     assert needle in str(raised.value)
 
 
+def test_a_bad_ns_url_is_named_without_its_password():
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"NS_URL": "someuser:S3cretPass@ns.example/"})
+    assert str(raised.value) == ("NS_URL must start with https:// (or http://), got 'ns.example/' "
+                                 "(after its user:password@)")
+
+
 def test_every_problem_is_listed_at_once():
     with pytest.raises(SettingsError) as raised:
         load_settings({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "x", "TCONNECT_REGION": "eu"})
@@ -76,9 +83,18 @@ def test_settings_parse_and_derive():
 
 
 def test_settings_repr_holds_no_secret():
-    s = load_settings({"TCONNECT_PASSWORD": PASSWORD, "NS_SECRET": NS_SECRET,
+    s = load_settings({"TCONNECT_PASSWORD": PASSWORD, "NS_SECRET": NS_SECRET, "NS_URL": "https://u:pw-in-url@ns.example/",
                        "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET, "DT_SIGNATURE_SECRET": "dt-secret-1"})
-    assert not any(v in repr(s) for v in (PASSWORD, NS_SECRET, SERVICE_SECRET, "dt-secret-1"))
+    assert not any(v in repr(s) for v in (PASSWORD, NS_SECRET, SERVICE_SECRET, "dt-secret-1", "pw-in-url"))
+
+
+@pytest.mark.parametrize(("name", "url"), [
+    ("NS_URL", "https://someuser:S3cret%40Pass@ns.example/"),
+    ("DATABASE_URL", "postgresql://someuser:S3cret%40Pass@db.example:5432/name"),
+])
+def test_a_password_in_a_configured_url_is_a_secret_as_written_and_decoded(name, url):
+    values = load_settings({name: url}).secret_values()
+    assert "S3cret%40Pass" in values and "S3cret@Pass" in values
 
 
 def test_our_feature_list_is_tconnectsyncs():
@@ -234,6 +250,22 @@ def test_healthz_idle_before_any_sync(app):
     status, headers, body = call(app, path="/healthz")
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert json.loads(body) == {"status": "idle", "last_success_at": None, "last_run": None}
+
+
+def test_healthz_without_the_secret_says_the_last_outcome_never_the_error(make_app, nightscout):
+    nightscout.mode = "503"
+    app, _ = make_app()
+    run, _ = app.syncer.start("run")
+    assert run.done.wait(30) and run.outcome == "failed" and "503" in run.error
+    public = {"status": "idle", "last_success_at": None,
+              "last_run": {"outcome": "failed", "finished_at": run.as_json()["finished_at"]}}
+    for query, headers in (("", {}), ("secret=wrong", {}), ("", auth("wrong"))):
+        assert json.loads(call(app, path="/healthz", query=query, headers=headers)[2]) == public
+    status, headers, _ = call(app, "HEAD", "/healthz")
+    assert status == 200 and int(headers["Content-Length"]) == len(json.dumps(public))
+    for query, headers in ((f"secret={SERVICE_SECRET}", {}), ("", auth())):
+        full = json.loads(call(app, path="/healthz", query=query, headers=headers)[2])
+        assert full == {"status": "idle", "last_success_at": None, "last_run": run.as_json()}
 
 
 def test_healthz_stale_once_the_threshold_passes_with_no_success(make_app):
