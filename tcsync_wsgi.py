@@ -28,6 +28,7 @@ import math
 import os
 import queue
 import re
+import resource
 import signal
 import sqlite3
 import string
@@ -78,6 +79,8 @@ class Settings:
     stale_mins: float = 60.0
     host: str = "0.0.0.0"
     port: int = 5000
+    connection_limit: int | None = None  # None: as many as the open-files limit allows (connection_limit())
+    channel_timeout_secs: int = 30
     tconnect_email: str = ""
     tconnect_password: str = dataclasses.field(default="", repr=False)
     tconnect_region: str = "US"
@@ -111,6 +114,16 @@ def _number(env, name: str, default: float, problems: list[str], *, positive: bo
         problems.append(f"{name} must be a number {'above' if positive else 'of at least'} 0, got {raw!r}")
         return default
     return value
+
+
+def _whole_number(env, name: str, default: int | None, problems: list[str]) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if is_digits(raw) and len(raw) <= 9 and int(raw) >= 1:
+        return int(raw)
+    problems.append(f"{name} must be a whole number of at least 1, got {raw[:40]!r}")
+    return default
 
 
 def is_digits(text: str) -> bool:
@@ -152,6 +165,9 @@ def load_settings(env=None) -> Settings:
             features = parse_features(env["TCONNECTSYNC_HEROKU_FEATURES"], allowed)
         except ValueError as e:
             problems.append(f"TCONNECTSYNC_HEROKU_FEATURES: {e}")
+
+    connection_limit = _whole_number(env, "WAITRESS_CONNECTION_LIMIT", None, problems)
+    channel_timeout = _whole_number(env, "WAITRESS_CHANNEL_TIMEOUT_SECS", 30, problems)
 
     port_name = "PORT" if env.get("PORT", "").strip() else "LISTEN_PORT"
     port_raw = env.get(port_name, "").strip() or "5000"
@@ -218,6 +234,8 @@ def load_settings(env=None) -> Settings:
         stale_mins=stale,
         host=env.get("LISTEN_HOST", "").strip() or "0.0.0.0",
         port=port,
+        connection_limit=connection_limit,
+        channel_timeout_secs=channel_timeout,
         tconnect_email=values["TCONNECT_EMAIL"],
         tconnect_password=values["TCONNECT_PASSWORD"],
         tconnect_region=region,
@@ -2541,6 +2559,8 @@ $runs
 # ---------------------------------------------------------------------------------------------
 
 SHUTDOWN_GRACE_SECS = 25
+FD_RESERVE = 100  # open files kept for the store, the sync lock, outgoing HTTPS calls, the log and Python itself
+FDS_PER_CONNECTION = 3  # waitress: a socket, and a temporary file each for a large request body and answer
 
 
 def create_app(settings: Settings, store: Store | None = None, syncer: Syncer | None = None,
@@ -2579,6 +2599,27 @@ def _cli_run(app: App, kind: str, args) -> int:
     return 0 if run.outcome == "ok" else 1
 
 
+def open_files_limit() -> int:
+    """The process's limit on open files, first raised to its hard limit where the system allows it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # over the kernel's own ceiling (an unlimited hard limit): keep the soft one
+            pass
+    return soft
+
+
+def connection_limit(settings: Settings) -> int:
+    """How many connections waitress may hold open: WAITRESS_CONNECTION_LIMIT, or as many as the open-files limit
+    leaves room for, never fewer than waitress's own default of 100. Slow clients each hold one; at waitress's 100,
+    a hundred of them kept everyone else out."""
+    if settings.connection_limit:
+        return settings.connection_limit
+    return max(100, (open_files_limit() - FD_RESERVE) // FDS_PER_CONNECTION)
+
+
 def serve(app: App) -> int:
     """Serve until SIGTERM/SIGINT, then stop cleanly within Heroku's 30 s."""
     import waitress
@@ -2590,9 +2631,14 @@ def serve(app: App) -> int:
         # threads=8: more deliveries in flight share one commit of the store's writer (+20 % over 4).
         # outbuf_high_watermark: a streamed export waits for the client past 1 MiB buffered instead of
         # waitress's 16 MiB (bench/export.py: +20 MB -> +5 MB for 100 000 events).
+        # Against slow clients: many connections (connection_limit()), watched with poll() (select() fails on a
+        # descriptor above 1023), and one idle for channel_timeout closed, checked every half of it (waitress: 30 s).
+        timeout = app.settings.channel_timeout_secs
         server = waitress.create_server(app, host=app.settings.host, port=app.settings.port, ident="tcsync_wsgi",
                                         max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True,
-                                        threads=8, channel_request_lookahead=1, outbuf_high_watermark=1024 * 1024)
+                                        threads=8, channel_request_lookahead=1, outbuf_high_watermark=1024 * 1024,
+                                        connection_limit=connection_limit(app.settings), asyncore_use_poll=True,
+                                        channel_timeout=timeout, cleanup_interval=max(1, timeout // 2))
     except OSError as e:  # the port is taken, or the address is not this machine's
         print(f"tcsync_wsgi: cannot listen on {app.settings.host}:{app.settings.port}: {e.strerror or e}"
               " (set PORT or LISTEN_PORT, LISTEN_HOST)", file=sys.stderr)
@@ -2611,6 +2657,7 @@ def serve(app: App) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     app.log(event="start", version=__version__, host=app.settings.host, port=server.effective_port,
+            connection_limit=server.adj.connection_limit, channel_timeout=server.adj.channel_timeout,
             timer_mins=app.settings.interval_mins if app.timer else 0,
             missing=",".join(app.settings.missing) or None)
     if app.timer:

@@ -32,6 +32,7 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     s = load_settings({})
     assert s.missing == ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET")
     assert (s.interval_mins, s.stale_mins, s.sync_timeout_secs, s.port, s.host) == (0, 60, 120, 5000, "0.0.0.0")
+    assert (s.connection_limit, s.channel_timeout_secs) == (None, 30)  # None: from the open-files limit
     assert s.features == ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
     assert s.db_path.endswith("tcsync.sqlite3")
 
@@ -52,6 +53,11 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     ({"DT_SIGNATURE_SECRET_PREVIOUS": "x"}, "DT_SIGNATURE_SECRET_PREVIOUS must be at least 8 characters"),
     ({"PORT": "\u00b2"}, "PORT must be a TCP port"),
     ({"PUMP_SERIAL_NUMBER": "\u00b2"}, "PUMP_SERIAL_NUMBER must be"),
+    ({"WAITRESS_CONNECTION_LIMIT": "0"}, "WAITRESS_CONNECTION_LIMIT must be a whole number of at least 1, got '0'"),
+    ({"WAITRESS_CONNECTION_LIMIT": "many"}, "WAITRESS_CONNECTION_LIMIT must be a whole number"),
+    ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "2.5"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
+    ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "-1"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
+    ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "9999999999"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
 ])
 def test_each_bad_setting_is_named(env, needle):
     with pytest.raises(SettingsError) as raised:
@@ -74,9 +80,11 @@ def test_every_problem_is_listed_at_once():
 
 def test_settings_parse_and_derive():
     s = load_settings({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "30", "PORT": "8080", "LISTEN_PORT": "9",
+                       "WAITRESS_CONNECTION_LIMIT": "2000", "WAITRESS_CHANNEL_TIMEOUT_SECS": " 45 ",
                        "TCONNECTSYNC_HEROKU_FEATURES": "basal, bolus", "NS_URL": "https://ns.example/sub",
                        "API_SECRET": "from-api-secret"})
     assert (s.interval_mins, s.stale_mins, s.port) == (30, 90, 8080)
+    assert (s.connection_limit, s.channel_timeout_secs) == (2000, 45)
     assert s.features == ("BASAL", "BOLUS")
     assert s.ns_url == "https://ns.example/sub/"
     assert s.ns_secret == "from-api-secret"
