@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from conftest import NS_SECRET, PASSWORD, SERVICE_SECRET, LogLines, call, service_env
@@ -392,10 +391,9 @@ def test_every_request_is_one_logfmt_line_without_the_query(app):
     assert line == f"at=info event=request method=GET path=/runs status=200 ms={line.split('ms=')[1].strip()}\n"
 
 
-def test_every_answer_says_nosniff(tandem, nightscout, tmp_path):
+def test_every_answer_says_nosniff(make_app):
     """Every route and method, with and without the secret, 404, 405, HEAD, the streamed exports and a 500."""
-    settings = load_settings(service_env(tandem, nightscout, tmp_path / "db"))
-    app = tcsync_wsgi.create_app(settings, store=BrokenStore(settings.db_path), log=tcsync_wsgi.Log(LogLines()))
+    app, _ = make_app(store=BrokenStore)
     answers = [call(app, "GET", "/nope"), call(app, "DELETE", "/run"), call(app, "HEAD", "/update")]
     for path, methods in app.routes.items():
         for method in methods:
@@ -403,8 +401,6 @@ def test_every_answer_says_nosniff(tandem, nightscout, tmp_path):
     statuses = {status for status, _, _ in answers}
     assert {200, 202, 401, 404, 405, 500} <= statuses
     assert all(headers.get("X-Content-Type-Options") == "nosniff" for _, headers, _ in answers), answers
-    app.syncer.close(time.monotonic() + 10)
-    app.store.close()
 
 
 # Log lines: each field capped, no line over 4 KiB, whole lines in writes of at most 4 KiB -------
