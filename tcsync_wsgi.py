@@ -2632,7 +2632,8 @@ def serve(app: App) -> int:
         # outbuf_high_watermark: a streamed export waits for the client past 1 MiB buffered instead of
         # waitress's 16 MiB (bench/export.py: +20 MB -> +5 MB for 100 000 events).
         # Against slow clients: many connections (connection_limit()), watched with poll() (select() fails on a
-        # descriptor above 1023), and one idle for channel_timeout closed, checked every half of it (waitress: 30 s).
+        # descriptor above 1023), and one idle for channel_timeout closed, looked for every half of it (waitress
+        # looks every 30 s, so a 2 s timeout would take up to 32 s).
         timeout = app.settings.channel_timeout_secs
         server = waitress.create_server(app, host=app.settings.host, port=app.settings.port, ident="tcsync_wsgi",
                                         max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True,
