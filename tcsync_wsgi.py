@@ -2561,6 +2561,11 @@ $runs
 SHUTDOWN_GRACE_SECS = 25
 FD_RESERVE = 100  # open files kept for the store, the sync lock, outgoing HTTPS calls, the log and Python itself
 FDS_PER_CONNECTION = 3  # waitress: a socket, and a temporary file each for a large request body and answer
+# Each open connection may hold the request headers it has sent so far, up to MAX_HEADER_BYTES (waitress's default is
+# 256 KiB; ours are far below 32 KiB: the longest is X-Dt-Signature's token, at most 4 KiB). The ceiling on the
+# default connection limit bounds that memory: 5 000 x 32 KiB = 160 MB at worst, on a Raspberry Pi too.
+MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_CONNECTIONS_CEILING = 5000
 
 
 def create_app(settings: Settings, store: Store | None = None, syncer: Syncer | None = None,
@@ -2613,11 +2618,12 @@ def open_files_limit() -> int:
 
 def connection_limit(settings: Settings) -> int:
     """How many connections waitress may hold open: WAITRESS_CONNECTION_LIMIT, or as many as the open-files limit
-    leaves room for, never fewer than waitress's own default of 100. Slow clients each hold one; at waitress's 100,
-    a hundred of them kept everyone else out."""
+    leaves room for, at most DEFAULT_CONNECTIONS_CEILING, never fewer than waitress's own default of 100. Slow
+    clients each hold one; at waitress's 100, a hundred of them kept everyone else out."""
     if settings.connection_limit:
         return settings.connection_limit
-    return max(100, (open_files_limit() - FD_RESERVE) // FDS_PER_CONNECTION)
+    room = (open_files_limit() - FD_RESERVE) // FDS_PER_CONNECTION
+    return max(100, min(DEFAULT_CONNECTIONS_CEILING, room))
 
 
 def serve(app: App) -> int:
@@ -2636,7 +2642,8 @@ def serve(app: App) -> int:
         # looks every 30 s, so a 2 s timeout would take up to 32 s).
         timeout = app.settings.channel_timeout_secs
         server = waitress.create_server(app, host=app.settings.host, port=app.settings.port, ident="tcsync_wsgi",
-                                        max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True,
+                                        max_request_body_size=1024 * 1024, max_request_header_size=MAX_HEADER_BYTES,
+                                        clear_untrusted_proxy_headers=True,
                                         threads=8, channel_request_lookahead=1, outbuf_high_watermark=1024 * 1024,
                                         connection_limit=connection_limit(app.settings), asyncore_use_poll=True,
                                         channel_timeout=timeout, cleanup_interval=max(1, timeout // 2))

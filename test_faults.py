@@ -325,7 +325,7 @@ def test_healthz_answers_while_300_clients_trickle_their_headers(tmp_path):
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # the service raises its soft limit to this
     with serving(tmp_path) as (address, log):
-        assert f" connection_limit={max(100, (hard - 100) // 3)} channel_timeout=30 " in log.read_text()
+        assert f" connection_limit={max(100, min(5000, (hard - 100) // 3))} channel_timeout=30 " in log.read_text()
         slow = [socket.create_connection(address, timeout=10) for _ in range(300)]
         stop, rounds = threading.Event(), []
 
@@ -375,3 +375,13 @@ def test_the_service_answers_when_its_sockets_are_numbered_above_1023(tmp_path):
     with serving(tmp_path, before) as (address, _):
         status, _, body = request(address, "GET", "/healthz", timeout=10)
         assert (status, json.loads(body)["status"]) == (200, "idle")
+
+
+def test_headers_over_32_kib_are_refused_with_431_and_the_service_goes_on(tmp_path):
+    """A connection holds at most 32 KiB of headers (waitress's own limit is 256 KiB): what bounds the memory of
+    thousands of slow clients. A real request's longest header, a Data Connector token, is at most 4 KiB."""
+    with serving(tmp_path) as (address, _):
+        status, _, _ = request(address, "GET", "/healthz", headers={"X-Big": "a" * 33 * 1024}, timeout=10)
+        assert status == 431
+        status, _, _ = request(address, "GET", "/healthz", headers={"X-Big": "a" * 30 * 1024}, timeout=10)
+        assert status == 200
