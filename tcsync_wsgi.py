@@ -28,6 +28,7 @@ import math
 import os
 import queue
 import re
+import resource
 import signal
 import sqlite3
 import string
@@ -78,10 +79,12 @@ class Settings:
     stale_mins: float = 60.0
     host: str = "0.0.0.0"
     port: int = 5000
+    connection_limit: int | None = None  # None: as many as the open-files limit allows (connection_limit())
+    channel_timeout_secs: int = 30
     tconnect_email: str = ""
     tconnect_password: str = dataclasses.field(default="", repr=False)
     tconnect_region: str = "US"
-    ns_url: str = ""
+    ns_url: str = dataclasses.field(default="", repr=False)  # may hold a password: https://user:pass@host/
     ns_secret: str = dataclasses.field(default="", repr=False)
     timezone_name: str = "America/New_York"
     dt_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
@@ -91,8 +94,9 @@ class Settings:
     def secret_values(self) -> list[str]:
         """Every secret value that must never leave the process."""
         values = [self.secret, self.tconnect_password, self.ns_secret, *self.dt_secrets]
-        database_password = urllib.parse.urlsplit(self.database_url).password or ""
-        values += [database_password, urllib.parse.unquote(database_password)]
+        for url in (self.ns_url, self.database_url):  # user:password@ (a Nightscout behind basic auth)
+            password = urllib.parse.urlsplit(url).password or ""
+            values += [password, urllib.parse.unquote(password)]
         if self.ns_secret:
             values.append(hashlib.sha1(self.ns_secret.encode()).hexdigest())
         return [v for v in values if v]
@@ -110,6 +114,16 @@ def _number(env, name: str, default: float, problems: list[str], *, positive: bo
         problems.append(f"{name} must be a number {'above' if positive else 'of at least'} 0, got {raw!r}")
         return default
     return value
+
+
+def _whole_number(env, name: str, default: int | None, problems: list[str]) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if is_digits(raw) and len(raw) <= 9 and int(raw) >= 1:
+        return int(raw)
+    problems.append(f"{name} must be a whole number of at least 1, got {raw[:40]!r}")
+    return default
 
 
 def is_digits(text: str) -> bool:
@@ -152,6 +166,9 @@ def load_settings(env=None) -> Settings:
         except ValueError as e:
             problems.append(f"TCONNECTSYNC_HEROKU_FEATURES: {e}")
 
+    connection_limit = _whole_number(env, "WAITRESS_CONNECTION_LIMIT", None, problems)
+    channel_timeout = _whole_number(env, "WAITRESS_CHANNEL_TIMEOUT_SECS", 30, problems)
+
     port_name = "PORT" if env.get("PORT", "").strip() else "LISTEN_PORT"
     port_raw = env.get(port_name, "").strip() or "5000"
     port = int(port_raw) if is_digits(port_raw) else -1
@@ -176,7 +193,9 @@ def load_settings(env=None) -> Settings:
     ns_url = env.get("NS_URL", "").strip()
     if ns_url:
         if not re.match(r"https?://[^/\s]+", ns_url):
-            problems.append(f"NS_URL must start with https:// (or http://), got {ns_url!r}")
+            shown = ns_url.rpartition("@")[2]  # never echo a user:password@
+            problems.append(f"NS_URL must start with https:// (or http://), got {shown!r}"
+                            + (" (after its user:password@)" if shown != ns_url else ""))
         ns_url = ns_url.rstrip("/") + "/"  # tconnectsync joins paths onto it
 
     database_url = env.get("DATABASE_URL", "").strip()
@@ -215,6 +234,8 @@ def load_settings(env=None) -> Settings:
         stale_mins=stale,
         host=env.get("LISTEN_HOST", "").strip() or "0.0.0.0",
         port=port,
+        connection_limit=connection_limit,
+        channel_timeout_secs=channel_timeout,
         tconnect_email=values["TCONNECT_EMAIL"],
         tconnect_password=values["TCONNECT_PASSWORD"],
         tconnect_region=region,
@@ -872,13 +893,22 @@ def open_store(settings: Settings) -> Store:
 # ---------------------------------------------------------------------------------------------
 
 _NEEDS_QUOTES = re.compile(r'[\s="\\]|^$')
+MAX_FIELD_CHARS = 300  # of one logged value (a path, an error): a stranger's 100 KB path is not 100 KB of log
+MAX_LINE_BYTES = 4096  # PIPE_BUF: a write up to this size reaches a pipe's reader whole, never mixed with another's
+
+
+def cut(text: str, limit: int) -> str:
+    """text, or its first limit characters and how many more there were."""
+    return text if len(text) <= limit else f"{text[:limit]}...[cut {len(text) - limit} chars]"
 
 
 def logfmt_value(value: Any) -> str:
-    """A value as logfmt writes it: quoted (JSON-style) if it has spaces, quotes or odd characters."""
-    text = str(value)
-    if _NEEDS_QUOTES.search(text) or not text.isprintable():
-        return json.dumps(text)
+    """A value as logfmt writes it: cut to MAX_FIELD_CHARS, quoted (JSON-style) if it has spaces, quotes or odd
+    characters; those (controls, bidi overrides) as \\u escapes, printable text such as é or °C as it is."""
+    text = cut(str(value), MAX_FIELD_CHARS)
+    printable = text.isprintable()
+    if _NEEDS_QUOTES.search(text) or not printable:
+        return json.dumps(text, ensure_ascii=not printable)
     return text
 
 
@@ -887,8 +917,19 @@ def logfmt(**fields: Any) -> str:
     return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields.items() if value is not None)
 
 
+def bounded_line(text: str) -> str:
+    """text and a newline in at most MAX_LINE_BYTES of UTF-8; a longer line is cut, saying how much."""
+    if len(text) < MAX_LINE_BYTES // 4:  # at most 4 bytes a character: short enough without encoding it
+        return text + "\n"
+    data = text.encode("utf-8", "replace")
+    if len(data) < MAX_LINE_BYTES:
+        return text + "\n"
+    kept = data[:MAX_LINE_BYTES - 40].decode("utf-8", "ignore")  # 40: the marker's room; ignore: no half character
+    return f"{kept}...[cut {len(text) - len(kept)} chars]\n"
+
+
 class Log:
-    """Whole lines to stdout, written by one thread in os.write calls of up to 4 KiB.
+    """Whole lines to stdout, written by one thread in os.write calls of up to MAX_LINE_BYTES.
 
     A request thread only queues its line: a write system call releases the GIL, and taking it
     back from busy threads stalled every request (measured in bench/). Lines stay whole and in
@@ -899,43 +940,46 @@ class Log:
         self.redact = redact
         self._write = write
         if write is None:
-            self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+            self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
             self._writer = threading.Thread(target=self._write_queued, name="log-writer", daemon=True)
             self._writer.start()
             atexit.register(self.close)
 
-    def line(self, text: str) -> None:
-        self.write_redacted(self.redact(text))
+    def fields(self, **fields: Any) -> str:
+        """logfmt of the fields, each redacted before it is cut: a cut must not leave half a secret behind."""
+        return logfmt(**{key: self.redact(str(value)) for key, value in fields.items() if value is not None})
 
     def write_redacted(self, text: str) -> None:
-        """A line that has been through self.redact already."""
-        text += "\n"
+        """A line that has been through self.redact already; cut to MAX_LINE_BYTES."""
+        text = bounded_line(text)
         if self._write is None:
-            self._queue.put(text)
+            self._queue.put(text.encode("utf-8", "replace"))
         else:
             self._write(text)
 
     def __call__(self, at: str = "info", **fields: Any) -> None:
-        self.line(logfmt(at=at, **fields))
+        self.write_redacted(self.fields(at=at, **fields))
 
     def _write_queued(self) -> None:
-        while (text := self._queue.get()) is not None:
-            batch = [text]
-            size = len(text)
-            while size < 4096:  # under PIPE_BUF, so a pipe reader never sees lines torn apart
+        line = self._queue.get()
+        while line is not None:
+            batch, size = [line], len(line)
+            while True:  # more queued lines join this write while it stays within MAX_LINE_BYTES
                 try:
-                    text = self._queue.get_nowait()
+                    line = self._queue.get_nowait()
                 except queue.Empty:
+                    line = b""
                     break
-                if text is None:
-                    self._queue.put(None)
-                    break
-                batch.append(text)
-                size += len(text)
+                if line is None or size + len(line) > MAX_LINE_BYTES:
+                    break  # the stop, or the first line of the next write
+                batch.append(line)
+                size += len(line)
             try:
-                os.write(1, "".join(batch).encode("utf-8", "replace"))
+                os.write(1, b"".join(batch))
             except OSError:
                 pass  # stdout gone (a closed pipe): nothing else to tell it to
+            if line == b"":
+                line = self._queue.get()
 
     def close(self) -> None:
         """Write everything queued, then stop the writer."""
@@ -1051,6 +1095,11 @@ BUSY = "a sync is already running"
 SHARED_STATE_SECS = 2.0  # how old another process's runs may look on /healthz and the status page
 CREDENTIALS_REFUSED = "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD"
 CREDENTIALS_PAUSE_SECS = 6 * 3600  # every login attempt counts toward Tandem's account lockout
+
+
+def host_of(url: str) -> str:
+    """host[:port] of a URL, without the user:password@ it may carry."""
+    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
 
 
 class Syncer:
@@ -1242,8 +1291,8 @@ class Syncer:
         requests = self._tc.requests if self._tc else None
         text = f"{type(error).__name__}: {error}"
         if requests and isinstance(error, requests.RequestException) and error.request is not None:
-            host = urllib.parse.urlsplit(error.request.url).netloc
-            side = "Nightscout" if host == urllib.parse.urlsplit(self.settings.ns_url).netloc else "Tandem Source"
+            host = host_of(error.request.url)
+            side = "Nightscout" if host == host_of(self.settings.ns_url) else "Tandem Source"
             if isinstance(error, requests.Timeout):
                 text = (f"{side} ({host}) did not answer within the sync's time limit "
                         f"(TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS={self.settings.sync_timeout_secs:g})")
@@ -1483,6 +1532,8 @@ MAX_DELIVERY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 4096
 TRUE_WORDS = ("", "1", "true", "yes")  # a bare ?pretend means true
 FALSE_WORDS = ("0", "false", "no")
+# On every answer: nothing is cached, and no browser guesses a type other than the Content-Type we send.
+COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
 @dataclasses.dataclass
@@ -1726,11 +1777,13 @@ class App:
                      error=f"{type(e).__name__}: {e}"[:300])
             response = text_response(500, "Internal error; the service log has the details.\n")
         length = () if response.stream is not None else (("Content-Length", str(len(response.body))),)
-        headers = [("Content-Type", response.content_type), *length, ("Cache-Control", "no-store"), *response.headers]
+        headers = [("Content-Type", response.content_type), *length, *COMMON_HEADERS, *response.headers]
         start_response(STATUS_LINES[response.status], headers)
-        ms = round((time.perf_counter() - t0) * 1000, 1)  # formatted here, not by logfmt: the hot path
-        self.log.line(f"at=info event=request method={logfmt_value(request.method)} "
-                      f"path={logfmt_value(request.path)} status={response.status} ms={ms}{response.log_fields}")
+        ms = round((time.perf_counter() - t0) * 1000, 1)  # formatted here, not by Log.fields: the hot path
+        redact = self.log.redact
+        self.log.write_redacted(f"at=info event=request method={logfmt_value(redact(request.method))} "
+                                f"path={logfmt_value(redact(request.path))} status={response.status} ms={ms}"
+                                f"{response.log_fields}")
         if response.stream is not None:
             return response.stream
         return [b"" if request.method == "HEAD" else response.body]
@@ -1875,9 +1928,13 @@ class App:
         return ("ok" if last_ok is not None else "idle"), last_ok
 
     def healthz(self, request: Request) -> Response:
+        """Public: whether syncs work. The last run's error (hosts, upstream answers) only with the secret."""
         status, last_ok = self.health()
+        last_run = self.syncer.last_run
+        if last_run and not self._is_authorized(request):
+            last_run = {"outcome": last_run["outcome"], "finished_at": last_run["finished_at"]}
         return json_response(503 if status == "stale" else 200,
-                             {"status": status, "last_success_at": iso(last_ok), "last_run": self.syncer.last_run})
+                             {"status": status, "last_success_at": iso(last_ok), "last_run": last_run})
 
     def status_page(self, request: Request) -> Response:
         authorized = self._is_authorized(request)
@@ -1955,7 +2012,7 @@ class App:
                 self.log("error", event="events.prune_failed", error=str(e)[:200])
         response = json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
         readings = readings_of(event["eventType"], event.get("data"))
-        response.log_fields = " " + logfmt(
+        response.log_fields = " " + self.log.fields(
             delivery=event["eventId"], type=event["eventType"], target=event.get("targetName"),
             device=device_of(event.get("targetName")), duplicate=duplicate,
             reading=",".join(str(value) for _, value, _ in readings) or None,
@@ -2550,6 +2607,13 @@ $runs
 # ---------------------------------------------------------------------------------------------
 
 SHUTDOWN_GRACE_SECS = 25
+FD_RESERVE = 100  # open files kept for the store, the sync lock, outgoing HTTPS calls, the log and Python itself
+FDS_PER_CONNECTION = 3  # waitress: a socket, and a temporary file each for a large request body and answer
+# Each open connection may hold the request headers it has sent so far, up to MAX_HEADER_BYTES (waitress's default is
+# 256 KiB; ours are far below 32 KiB: the longest is X-Dt-Signature's token, at most 4 KiB). The ceiling on the
+# default connection limit bounds that memory: 5 000 x 32 KiB = 160 MB at worst, on a Raspberry Pi too.
+MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_CONNECTIONS_CEILING = 5000
 
 
 def create_app(settings: Settings, store: Store | None = None, syncer: Syncer | None = None,
@@ -2588,6 +2652,28 @@ def _cli_run(app: App, kind: str, args) -> int:
     return 0 if run.outcome == "ok" else 1
 
 
+def open_files_limit() -> int:
+    """The process's limit on open files, first raised to its hard limit where the system allows it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # over the kernel's own ceiling (an unlimited hard limit): keep the soft one
+            pass
+    return soft
+
+
+def connection_limit(settings: Settings) -> int:
+    """How many connections waitress may hold open: WAITRESS_CONNECTION_LIMIT, or as many as the open-files limit
+    leaves room for, at most DEFAULT_CONNECTIONS_CEILING, never fewer than waitress's own default of 100. Slow
+    clients each hold one; at waitress's 100, a hundred of them kept everyone else out."""
+    if settings.connection_limit:
+        return settings.connection_limit
+    room = (open_files_limit() - FD_RESERVE) // FDS_PER_CONNECTION
+    return max(100, min(DEFAULT_CONNECTIONS_CEILING, room))
+
+
 def serve(app: App) -> int:
     """Serve until SIGTERM/SIGINT, then stop cleanly within Heroku's 30 s."""
     import waitress
@@ -2599,9 +2685,16 @@ def serve(app: App) -> int:
         # threads=8: more deliveries in flight share one commit of the store's writer (+20 % over 4).
         # outbuf_high_watermark: a streamed export waits for the client past 1 MiB buffered instead of
         # waitress's 16 MiB (bench/export.py: +20 MB -> +5 MB for 100 000 events).
+        # Against slow clients: many connections (connection_limit()), watched with poll() (select() fails on a
+        # descriptor above 1023), and one idle for channel_timeout closed, looked for every half of it (waitress
+        # looks every 30 s, so a 2 s timeout would take up to 32 s).
+        timeout = app.settings.channel_timeout_secs
         server = waitress.create_server(app, host=app.settings.host, port=app.settings.port, ident="tcsync_wsgi",
-                                        max_request_body_size=1024 * 1024, clear_untrusted_proxy_headers=True,
-                                        threads=8, channel_request_lookahead=1, outbuf_high_watermark=1024 * 1024)
+                                        max_request_body_size=1024 * 1024, max_request_header_size=MAX_HEADER_BYTES,
+                                        clear_untrusted_proxy_headers=True,
+                                        threads=8, channel_request_lookahead=1, outbuf_high_watermark=1024 * 1024,
+                                        connection_limit=connection_limit(app.settings), asyncore_use_poll=True,
+                                        channel_timeout=timeout, cleanup_interval=max(1, timeout // 2))
     except OSError as e:  # the port is taken, or the address is not this machine's
         print(f"tcsync_wsgi: cannot listen on {app.settings.host}:{app.settings.port}: {e.strerror or e}"
               " (set PORT or LISTEN_PORT, LISTEN_HOST)", file=sys.stderr)
@@ -2620,6 +2713,7 @@ def serve(app: App) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     app.log(event="start", version=__version__, host=app.settings.host, port=server.effective_port,
+            connection_limit=server.adj.connection_limit, channel_timeout=server.adj.channel_timeout,
             timer_mins=app.settings.interval_mins if app.timer else 0,
             missing=",".join(app.settings.missing) or None)
     if app.timer:

@@ -153,6 +153,28 @@ def test_nightscout_down_fails_the_run_with_a_redacted_one_line_reason(make_app,
     assert_no_secret(body, *log, (tmp_path / "tcsync.sqlite3").read_bytes())
 
 
+def test_a_nightscout_password_in_ns_url_is_in_no_answer_log_or_row(make_app, tmp_path):
+    port = free_port()  # nothing listens there: Nightscout is unreachable
+    password, decoded = "S3cret%40BasicPass", "S3cret@BasicPass"
+    app, log = make_app(NS_URL=f"http://someuser:{password}@127.0.0.1:{port}/")
+    answers = []
+    with served(app) as address:
+        answers.append(request(address, "GET", "/update", bearer()))
+        assert answers[0][0] == 502
+        for path in ("/", "/healthz", "/runs", "/events", "/sensors", "/events.csv", "/events.ndjson", "/nope"):
+            answers += [request(address, "GET", path), request(address, "GET", path, bearer()),
+                        request(address, "GET", f"{path}?secret={SERVICE_SECRET}")]
+        [run] = runs_of(address)
+    assert run["error"] == f"could not reach Nightscout (127.0.0.1:{port}): ConnectionError"
+    page = answers[2][2].decode()  # GET / with the secret: the error, naming the host
+    assert run["error"] in page and "someuser" not in page
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("tcsync.sqlite3*"))
+    everything = "".join(f"{status} {headers} {body.decode()}" for status, headers, body in answers) + "".join(log)
+    everything += stored.decode("utf-8", "replace")
+    for secret in (password, decoded, "someuser:"):
+        assert secret not in everything, secret
+
+
 def test_a_hung_nightscout_ends_the_run_at_the_deadline(make_app, nightscout):
     nightscout.mode = "stall"
     app, _ = make_app(TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS="1.5")

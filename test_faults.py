@@ -1,5 +1,6 @@
 """Faults and hostile input: hung or failing upstreams, backoff, a failing database, junk HTTP, secrets."""
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -327,3 +328,95 @@ def test_secrets_in_a_log_line_from_any_thread_are_redacted(make_app):
     done.wait(5)
     [line] = log.events("example")
     assert SERVICE_SECRET not in line and PASSWORD not in line
+
+
+# Slow clients: the service as its Procfile starts it, on real sockets --------------------------
+
+@contextlib.contextmanager
+def serving(tmp_path, before="", **env):
+    """python tcsync_wsgi.py on 127.0.0.1 (no sync settings: only the web), after the Python code before;
+    yields (address, its log file)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "service.log"
+    with out.open("w") as stdout:
+        code = f"{before}\nimport runpy; runpy.run_path({tcsync_wsgi.__file__!r}, run_name='__main__')"
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=stdout, stderr=subprocess.STDOUT,
+                                env={"PATH": "/usr/bin:/bin", "LISTEN_HOST": "127.0.0.1", "LISTEN_PORT": str(port),
+                                     "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), **env})
+    address = ("127.0.0.1", port)
+    try:
+        wait_for(lambda: proc.poll() is not None or "event=start" in out.read_text(), timeout=30)
+        assert proc.poll() is None, out.read_text()
+        yield address, out
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_healthz_answers_while_300_clients_trickle_their_headers(tmp_path):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # the service raises its soft limit to this
+    with serving(tmp_path) as (address, log):
+        assert f" connection_limit={max(100, min(5000, (hard - 100) // 3))} channel_timeout=30 " in log.read_text()
+        slow = [socket.create_connection(address, timeout=10) for _ in range(300)]
+        stop, rounds = threading.Event(), []
+
+        def trickle():  # each client sends one more header line a second, as a slowloris does
+            while not stop.wait(1.0):
+                for sock in slow:
+                    sock.sendall(b"X-Slow: 1\r\n")
+                rounds.append(time.monotonic())
+
+        for sock in slow:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        try:
+            wait_for(lambda: len(rounds) >= 2)
+            latencies = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                status, _, body = request(address, "GET", "/healthz", timeout=10)
+                latencies.append(time.perf_counter() - t0)
+                assert (status, json.loads(body)["status"]) == (200, "idle")
+            assert all(sock.send(b"X-Slow: 1\r\n") for sock in slow)  # all 300 still held open meanwhile
+        finally:
+            stop.set()
+            trickler.join(10)
+            for sock in slow:
+                sock.close()
+    print(f"/healthz with 300 trickling clients: {', '.join(f'{s * 1000:.0f}' for s in latencies)} ms")
+
+
+def test_a_client_that_stops_mid_request_is_closed_after_the_channel_timeout(tmp_path):
+    with serving(tmp_path, WAITRESS_CHANNEL_TIMEOUT_SECS="2", WAITRESS_CONNECTION_LIMIT="500") as (address, log), \
+            socket.create_connection(address, timeout=15) as sock:
+        t0 = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        assert sock.recv(1024) == b""  # closed by the service, within the 15 s the socket waits
+        assert time.monotonic() - t0 >= 2
+    assert " connection_limit=500 channel_timeout=2 " in log.read_text()
+
+
+def test_the_service_answers_when_its_sockets_are_numbered_above_1023(tmp_path):
+    """select() cannot watch a descriptor above 1023; poll() can. A service with many clients gets there."""
+    before = ("import os, resource\n"
+              "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 2048)), hard))\n"
+              "taken = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]")  # the lowest numbers: in use
+    with serving(tmp_path, before) as (address, _):
+        status, _, body = request(address, "GET", "/healthz", timeout=10)
+        assert (status, json.loads(body)["status"]) == (200, "idle")
+
+
+def test_headers_over_32_kib_are_refused_with_431_and_the_service_goes_on(tmp_path):
+    """A connection holds at most 32 KiB of headers (waitress's own limit is 256 KiB): what bounds the memory of
+    thousands of slow clients. A real request's longest header, a Data Connector token, is at most 4 KiB."""
+    with serving(tmp_path) as (address, _):
+        status, _, _ = request(address, "GET", "/healthz", headers={"X-Big": "a" * 33 * 1024}, timeout=10)
+        assert status == 431
+        status, _, _ = request(address, "GET", "/healthz", headers={"X-Big": "a" * 30 * 1024}, timeout=10)
+        assert status == 200

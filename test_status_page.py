@@ -298,11 +298,16 @@ def test_paused_says_until_when_and_how_to_retry_and_then_what_failed(make_app, 
                                       "with the same email and password to check them.")
 
 
-def test_versions_and_the_database_path_only_with_the_secret(app):
-    public, secret = call(app)[2], call(app, headers=bearer())[2]
-    assert b"tcsync_wsgi 1.0.0</p>" in public
-    assert b"tconnectsync 3.0.3" not in public and app.store.path.encode() not in public
-    assert b"tconnectsync 3.0.3" in secret and f"database {app.store.path}".encode() in secret
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_versions_and_the_database_path_only_with_the_secret(app, backend):
+    public, secret = call(app)[2].decode(), call(app, headers=bearer())[2].decode()
+    where = app.store.path  # the file, or postgresql://user@host:port/name: never a password
+    assert "tcsync_wsgi 1.0.0</p>" in public and "tcsync_wsgi 1.0.0; tconnectsync 3.0.3, waitress " in secret
+    assert f"; database {where}</p>" in secret
+    for library in ("tconnectsync 3", "waitress", "PyJWT", "Python 3."):
+        assert library not in public and library in secret
+    assert where not in public
+    assert where.endswith("/tcsync.sqlite3") if backend == "sqlite" else where.startswith("postgresql://postgres@")
 
 
 def test_a_wrong_secret_in_the_address_says_so_and_shows_the_public_page(app):

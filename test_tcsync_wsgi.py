@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +32,7 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     s = load_settings({})
     assert s.missing == ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET")
     assert (s.interval_mins, s.stale_mins, s.sync_timeout_secs, s.port, s.host) == (0, 60, 120, 5000, "0.0.0.0")
+    assert (s.connection_limit, s.channel_timeout_secs) == (None, 30)  # None: from the open-files limit
     assert s.features == ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
     assert s.db_path.endswith("tcsync.sqlite3")
 
@@ -50,11 +53,23 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     ({"DT_SIGNATURE_SECRET_PREVIOUS": "x"}, "DT_SIGNATURE_SECRET_PREVIOUS must be at least 8 characters"),
     ({"PORT": "\u00b2"}, "PORT must be a TCP port"),
     ({"PUMP_SERIAL_NUMBER": "\u00b2"}, "PUMP_SERIAL_NUMBER must be"),
+    ({"WAITRESS_CONNECTION_LIMIT": "0"}, "WAITRESS_CONNECTION_LIMIT must be a whole number of at least 1, got '0'"),
+    ({"WAITRESS_CONNECTION_LIMIT": "many"}, "WAITRESS_CONNECTION_LIMIT must be a whole number"),
+    ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "2.5"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
+    ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "-1"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
+    ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "9999999999"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
 ])
 def test_each_bad_setting_is_named(env, needle):
     with pytest.raises(SettingsError) as raised:
         load_settings(env)
     assert needle in str(raised.value)
+
+
+def test_a_bad_ns_url_is_named_without_its_password():
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"NS_URL": "someuser:S3cretPass@ns.example/"})
+    assert str(raised.value) == ("NS_URL must start with https:// (or http://), got 'ns.example/' "
+                                 "(after its user:password@)")
 
 
 def test_every_problem_is_listed_at_once():
@@ -65,18 +80,29 @@ def test_every_problem_is_listed_at_once():
 
 def test_settings_parse_and_derive():
     s = load_settings({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "30", "PORT": "8080", "LISTEN_PORT": "9",
+                       "WAITRESS_CONNECTION_LIMIT": "2000", "WAITRESS_CHANNEL_TIMEOUT_SECS": " 45 ",
                        "TCONNECTSYNC_HEROKU_FEATURES": "basal, bolus", "NS_URL": "https://ns.example/sub",
                        "API_SECRET": "from-api-secret"})
     assert (s.interval_mins, s.stale_mins, s.port) == (30, 90, 8080)
+    assert (s.connection_limit, s.channel_timeout_secs) == (2000, 45)
     assert s.features == ("BASAL", "BOLUS")
     assert s.ns_url == "https://ns.example/sub/"
     assert s.ns_secret == "from-api-secret"
 
 
 def test_settings_repr_holds_no_secret():
-    s = load_settings({"TCONNECT_PASSWORD": PASSWORD, "NS_SECRET": NS_SECRET,
+    s = load_settings({"TCONNECT_PASSWORD": PASSWORD, "NS_SECRET": NS_SECRET, "NS_URL": "https://u:pw-in-url@ns.example/",
                        "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET, "DT_SIGNATURE_SECRET": "dt-secret-1"})
-    assert not any(v in repr(s) for v in (PASSWORD, NS_SECRET, SERVICE_SECRET, "dt-secret-1"))
+    assert not any(v in repr(s) for v in (PASSWORD, NS_SECRET, SERVICE_SECRET, "dt-secret-1", "pw-in-url"))
+
+
+@pytest.mark.parametrize(("name", "url"), [
+    ("NS_URL", "https://someuser:S3cret%40Pass@ns.example/"),
+    ("DATABASE_URL", "postgresql://someuser:S3cret%40Pass@db.example:5432/name"),
+])
+def test_a_password_in_a_configured_url_is_a_secret_as_written_and_decoded(name, url):
+    values = load_settings({name: url}).secret_values()
+    assert "S3cret%40Pass" in values and "S3cret@Pass" in values
 
 
 def test_our_feature_list_is_tconnectsyncs():
@@ -234,6 +260,22 @@ def test_healthz_idle_before_any_sync(app):
     status, headers, body = call(app, path="/healthz")
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert json.loads(body) == {"status": "idle", "last_success_at": None, "last_run": None}
+
+
+def test_healthz_without_the_secret_says_the_last_outcome_never_the_error(make_app, nightscout):
+    nightscout.mode = "503"
+    app, _ = make_app()
+    run, _ = app.syncer.start("run")
+    assert run.done.wait(30) and run.outcome == "failed" and "503" in run.error
+    public = {"status": "idle", "last_success_at": None,
+              "last_run": {"outcome": "failed", "finished_at": run.as_json()["finished_at"]}}
+    for query, headers in (("", {}), ("secret=wrong", {}), ("", auth("wrong"))):
+        assert json.loads(call(app, path="/healthz", query=query, headers=headers)[2]) == public
+    status, headers, _ = call(app, "HEAD", "/healthz")
+    assert status == 200 and int(headers["Content-Length"]) == len(json.dumps(public))
+    for query, headers in ((f"secret={SERVICE_SECRET}", {}), ("", auth())):
+        full = json.loads(call(app, path="/healthz", query=query, headers=headers)[2])
+        assert full == {"status": "idle", "last_success_at": None, "last_run": run.as_json()}
 
 
 def test_healthz_stale_once_the_threshold_passes_with_no_success(make_app):
@@ -401,3 +443,66 @@ def test_every_request_is_one_logfmt_line_without_the_query(app):
     call(app, path="/runs", query=f"secret={SERVICE_SECRET}")
     [line] = log.events("request")
     assert line == f"at=info event=request method=GET path=/runs status=200 ms={line.split('ms=')[1].strip()}\n"
+
+
+def test_every_answer_says_nosniff(make_app):
+    """Every route and method, with and without the secret, 404, 405, HEAD, the streamed exports and a 500."""
+    app, _ = make_app(store=BrokenStore)
+    answers = [call(app, "GET", "/nope"), call(app, "DELETE", "/run"), call(app, "HEAD", "/update")]
+    for path, methods in app.routes.items():
+        for method in methods:
+            answers += [call(app, method, path), call(app, method, path, headers=auth())]
+    statuses = {status for status, _, _ in answers}
+    assert {200, 202, 401, 404, 405, 500} <= statuses
+    assert all(headers.get("X-Content-Type-Options") == "nosniff" for _, headers, _ in answers), answers
+
+
+# Log lines: each field capped, no line over 4 KiB, whole lines in writes of at most 4 KiB -------
+
+def test_a_100_kb_path_is_one_short_log_line_that_says_what_was_cut(app):
+    assert call(app, path="/" + "a" * 100_000)[0] == 404
+    [line] = app.log._write.events("request")
+    assert len(line.encode()) <= 4096
+    assert f"path=\"/{'a' * 299}...[cut 99701 chars]\" status=404" in line
+
+
+def test_a_secret_at_a_fields_cut_is_redacted_not_halved(app):
+    call(app, path="/" + "a" * 280 + SERVICE_SECRET)  # 302 characters: a cut first would keep 19 of the secret's
+    [line] = app.log._write.events("request")
+    assert f"path=/{'a' * 280}[redacted] status=404" in line
+
+
+def test_no_log_line_is_over_4_kib_whatever_its_fields_or_characters():
+    lines = LogLines()
+    log = tcsync_wsgi.Log(lines)
+    log(event="wide", **{f"field{i}": "é" * 1000 for i in range(20)})  # 20 fields of 600 bytes after their cut
+    log.write_redacted("€" * 5000)  # tconnectsync's lines come this way, whole
+    wide, long = lines
+    assert wide.startswith('at=info event=wide field0="' + "é" * 300 + '...[cut 700 chars]" field1="')
+    assert long.startswith("€" * 1000)
+    for line in lines:
+        assert len(line.encode()) <= 4096 and line.endswith(" chars]\n") and line.count("\n") == 1
+
+
+def test_the_log_writer_writes_whole_lines_in_writes_of_at_most_4_kib(tmp_path):
+    """The real writer thread, its stdout a packet socket: each os.write arrives as one record."""
+    script = ("import tcsync_wsgi\n"
+              "log = tcsync_wsgi.Log()\n"
+              "for i in range(300):\n"
+              "    log(event='example', i=i, text='€' * 290)\n"  # 900 bytes in 300 characters
+              "log.write_redacted('x' * 10_000)\n"
+              "log.close()\n")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=theirs, stderr=subprocess.PIPE,
+                                 cwd=os.path.dirname(tcsync_wsgi.__file__))
+        theirs.close()
+        ours.settimeout(30)
+        writes = list(iter(lambda: ours.recv(1 << 20), b""))
+    assert child.wait(30) == 0, child.stderr.read()
+    assert max(map(len, writes)) <= 4096
+    assert all(write.endswith(b"\n") for write in writes)
+    lines = b"".join(writes).decode().splitlines()
+    assert [line.split()[2] for line in lines[:300]] == [f"i={i}" for i in range(300)]
+    assert len(lines) == 301 and lines[300].startswith("x" * 4000) and lines[300].endswith(" chars]")
+    assert len(writes) < 200  # lines still share writes
