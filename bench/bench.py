@@ -170,7 +170,7 @@ def write_deliveries(path: Path, count: int, duplicates: bool, tag: str) -> None
                              "productNumber": "102081"}}, separators=(",", ":")).encode()
             token = jwt.encode({"checksum": hashlib.sha1(body).hexdigest(),
                                 "checksum_sha256": hashlib.sha256(body).hexdigest(),
-                                "iat": now, "exp": now + 7 * 86400, "jti": uuid.uuid4().hex[:20]},
+                                "iat": now, "exp": now + 3600, "jti": uuid.uuid4().hex[:20]},
                                DT_SECRET, algorithm="HS256")
             f.write(f"{token}\t{body.decode()}\n" * (4 if duplicates else 1))
 
