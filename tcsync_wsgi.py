@@ -2610,10 +2610,12 @@ SHUTDOWN_GRACE_SECS = 25
 FD_RESERVE = 100  # open files kept for the store, the sync lock, outgoing HTTPS calls, the log and Python itself
 FDS_PER_CONNECTION = 3  # waitress: a socket, and a temporary file each for a large request body and answer
 # Each open connection may hold the request headers it has sent so far, up to MAX_HEADER_BYTES (waitress's default is
-# 256 KiB; ours are far below 32 KiB: the longest is X-Dt-Signature's token, at most 4 KiB). The ceiling on the
-# default connection limit bounds that memory: 5 000 x 32 KiB = 160 MB at worst, on a Raspberry Pi too.
+# 256 KiB; ours are far below 32 KiB: the longest is X-Dt-Signature's token, at most 4 KiB).
 MAX_HEADER_BYTES = 32 * 1024
-DEFAULT_CONNECTIONS_CEILING = 5000
+# select() watches descriptors below 1024 only; past that it fails and takes waitress's loop down. poll() has no such
+# limit but cost 45 % of POST / throughput under wrk (527 vs 905 deliveries/s, medians of 3 alternating rounds), so
+# it is used only for a WAITRESS_CONNECTION_LIMIT that select() cannot hold.
+SELECT_FDS = 1024
 
 
 def create_app(settings: Settings, store: Store | None = None, syncer: Syncer | None = None,
@@ -2666,12 +2668,17 @@ def open_files_limit() -> int:
 
 def connection_limit(settings: Settings) -> int:
     """How many connections waitress may hold open: WAITRESS_CONNECTION_LIMIT, or as many as the open-files limit
-    leaves room for, at most DEFAULT_CONNECTIONS_CEILING, never fewer than waitress's own default of 100. Slow
+    and select()'s 1024 descriptors leave room for (308), never fewer than waitress's own default of 100. Slow
     clients each hold one; at waitress's 100, a hundred of them kept everyone else out."""
+    files = open_files_limit()
     if settings.connection_limit:
         return settings.connection_limit
-    room = (open_files_limit() - FD_RESERVE) // FDS_PER_CONNECTION
-    return max(100, min(DEFAULT_CONNECTIONS_CEILING, room))
+    return max(100, (min(files, SELECT_FDS) - FD_RESERVE) // FDS_PER_CONNECTION)
+
+
+def needs_poll(connections: int) -> bool:
+    """Whether that many connections could take descriptors past select()'s reach."""
+    return FD_RESERVE + connections * FDS_PER_CONNECTION > SELECT_FDS
 
 
 def serve(app: App) -> int:
@@ -2685,15 +2692,15 @@ def serve(app: App) -> int:
         # threads=8: more deliveries in flight share one commit of the store's writer (+20 % over 4).
         # outbuf_high_watermark: a streamed export waits for the client past 1 MiB buffered instead of
         # waitress's 16 MiB (bench/export.py: +20 MB -> +5 MB for 100 000 events).
-        # Against slow clients: many connections (connection_limit()), watched with poll() (select() fails on a
-        # descriptor above 1023), and one idle for channel_timeout closed, looked for every half of it (waitress
+        # Against slow clients: three times waitress's connections (connection_limit(); poll() only past select()'s
+        # reach, see SELECT_FDS), and one idle for channel_timeout closed, looked for every half of it (waitress
         # looks every 30 s, so a 2 s timeout would take up to 32 s).
-        timeout = app.settings.channel_timeout_secs
+        timeout, connections = app.settings.channel_timeout_secs, connection_limit(app.settings)
         server = waitress.create_server(app, host=app.settings.host, port=app.settings.port, ident="tcsync_wsgi",
                                         max_request_body_size=1024 * 1024, max_request_header_size=MAX_HEADER_BYTES,
                                         clear_untrusted_proxy_headers=True,
                                         threads=8, channel_request_lookahead=1, outbuf_high_watermark=1024 * 1024,
-                                        connection_limit=connection_limit(app.settings), asyncore_use_poll=True,
+                                        connection_limit=connections, asyncore_use_poll=needs_poll(connections),
                                         channel_timeout=timeout, cleanup_interval=max(1, timeout // 2))
     except OSError as e:  # the port is taken, or the address is not this machine's
         print(f"tcsync_wsgi: cannot listen on {app.settings.host}:{app.settings.port}: {e.strerror or e}"
@@ -2714,6 +2721,7 @@ def serve(app: App) -> int:
     signal.signal(signal.SIGINT, on_signal)
     app.log(event="start", version=__version__, host=app.settings.host, port=server.effective_port,
             connection_limit=server.adj.connection_limit, channel_timeout=server.adj.channel_timeout,
+            io="poll" if server.adj.asyncore_use_poll else "select",
             timer_mins=app.settings.interval_mins if app.timer else 0,
             missing=",".join(app.settings.missing) or None)
     if app.timer:
