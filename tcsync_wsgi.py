@@ -912,11 +912,6 @@ def logfmt_value(value: Any) -> str:
     return text
 
 
-def logfmt(**fields: Any) -> str:
-    """key=value pairs on one line; None values are left out."""
-    return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields.items() if value is not None)
-
-
 def bounded_line(text: str) -> str:
     """text and a newline in at most MAX_LINE_BYTES of UTF-8; a longer line is cut, saying how much."""
     if len(text) < MAX_LINE_BYTES // 4:  # at most 4 bytes a character: short enough without encoding it
@@ -945,9 +940,13 @@ class Log:
             self._writer.start()
             atexit.register(self.close)
 
+    def value(self, value: Any) -> str:
+        """One value for a line: redacted before logfmt_value cuts it, so a cut never leaves half a secret behind."""
+        return logfmt_value(self.redact(str(value)))
+
     def fields(self, **fields: Any) -> str:
-        """logfmt of the fields, each redacted before it is cut: a cut must not leave half a secret behind."""
-        return logfmt(**{key: self.redact(str(value)) for key, value in fields.items() if value is not None})
+        """key=value pairs on one line, each through value(); None values are left out."""
+        return " ".join(f"{key}={self.value(value)}" for key, value in fields.items() if value is not None)
 
     def write_redacted(self, text: str) -> None:
         """A line that has been through self.redact already; cut to MAX_LINE_BYTES."""
@@ -964,22 +963,24 @@ class Log:
         line = self._queue.get()
         while line is not None:
             batch, size = [line], len(line)
-            while True:  # more queued lines join this write while it stays within MAX_LINE_BYTES
-                try:
-                    line = self._queue.get_nowait()
-                except queue.Empty:
-                    line = b""
-                    break
-                if line is None or size + len(line) > MAX_LINE_BYTES:
-                    break  # the stop, or the first line of the next write
+            line = self._queued_now()
+            while line and size + len(line) <= MAX_LINE_BYTES:  # more queued lines join this write
                 batch.append(line)
                 size += len(line)
+                line = self._queued_now()
             try:
                 os.write(1, b"".join(batch))
             except OSError:
                 pass  # stdout gone (a closed pipe): nothing else to tell it to
-            if line == b"":
+            if line == b"":  # nothing was queued: wait for the next line (else it starts the next write, or stops)
                 line = self._queue.get()
+
+    def _queued_now(self) -> bytes | None:
+        """The next queued line without waiting: None is the stop, b"" means nothing is queued."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return b""
 
     def close(self) -> None:
         """Write everything queued, then stop the writer."""
@@ -1780,9 +1781,8 @@ class App:
         headers = [("Content-Type", response.content_type), *length, *COMMON_HEADERS, *response.headers]
         start_response(STATUS_LINES[response.status], headers)
         ms = round((time.perf_counter() - t0) * 1000, 1)  # formatted here, not by Log.fields: the hot path
-        redact = self.log.redact
-        self.log.write_redacted(f"at=info event=request method={logfmt_value(redact(request.method))} "
-                                f"path={logfmt_value(redact(request.path))} status={response.status} ms={ms}"
+        self.log.write_redacted(f"at=info event=request method={self.log.value(request.method)} "
+                                f"path={self.log.value(request.path)} status={response.status} ms={ms}"
                                 f"{response.log_fields}")
         if response.stream is not None:
             return response.stream
@@ -2670,7 +2670,7 @@ def connection_limit(settings: Settings) -> int:
     """How many connections waitress may hold open: WAITRESS_CONNECTION_LIMIT, or as many as the open-files limit
     and select()'s 1024 descriptors leave room for (308), never fewer than waitress's own default of 100. Slow
     clients each hold one; at waitress's 100, a hundred of them kept everyone else out."""
-    files = open_files_limit()
+    files = open_files_limit()  # raised to the hard limit either way: a configured limit needs the files too
     if settings.connection_limit:
         return settings.connection_limit
     return max(100, (min(files, SELECT_FDS) - FD_RESERVE) // FDS_PER_CONNECTION)

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from conftest import (
 )
 
 import fakes
+from pg_server import free_port
 
 
 def sha1(text):
@@ -211,12 +211,6 @@ def start_service(tandem, env, *args):
     return subprocess.Popen([sys.executable, "-c", code, json.dumps(tandem.urls()), *args],
                             env={**os.environ, **env}, cwd=os.path.dirname(fakes.__file__),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sigterm_mid_sync_lets_the_sync_finish_and_exits_0(tandem, nightscout, tmp_path):

@@ -16,6 +16,7 @@ from conftest import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pg_server import free_port
 from test_receiver import body_for, sign
 
 import tcsync_wsgi
@@ -336,9 +337,7 @@ def test_secrets_in_a_log_line_from_any_thread_are_redacted(make_app):
 def serving(tmp_path, before="", **env):
     """python tcsync_wsgi.py on 127.0.0.1 (no sync settings: only the web), after the Python code before;
     yields (address, its log file)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     out = tmp_path / "service.log"
     with out.open("w") as stdout:
         code = f"{before}\nimport runpy; runpy.run_path({tcsync_wsgi.__file__!r}, run_name='__main__')"

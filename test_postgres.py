@@ -12,7 +12,8 @@ import time
 import pytest
 from conftest import SERVICE_SECRET, bearer, request, runs_of, served, service_env, wait_for
 from psycopg.conninfo import conninfo_to_dict
-from test_e2e import free_port, start_service
+from pg_server import free_port
+from test_e2e import start_service
 from test_receiver import NOW, body_for, sign
 
 import tcsync_wsgi
