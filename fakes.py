@@ -118,7 +118,7 @@ class _FakeServer:
 
     def close(self):
         """Release stalled handlers, stop serving and close the socket."""
-        self._released.set()
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
