@@ -26,10 +26,11 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the service, and the tests' fakes
 import fakes  # noqa: E402  (the loopback Tandem and Nightscout of the tests)
 import jwt  # noqa: E402
-import tcsync_wsgi  # noqa: E402
+from tcsync.store import Store  # noqa: E402
+from tcsync.sync import Run  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SECS = int(os.environ.get("BENCH_SECS", "5"))
@@ -185,10 +186,10 @@ def event_counts(db: Path) -> tuple[int, int]:
 
 def prefill(db: Path, runs: int = 1000) -> None:
     """A store holding `runs` finished runs, as the status page reads it."""
-    store = tcsync_wsgi.Store(str(db))
+    store = Store(str(db))
     t = time.time() - runs * 300
     for i in range(runs):
-        run = tcsync_wsgi.Run(store.start_run("timer", t + i * 300), "timer", t + i * 300, t + i * 300 + 4,
+        run = Run(store.start_run("timer", t + i * 300), "timer", t + i * 300, t + i * 300 + 4,
                               "ok" if i % 10 else "failed", i % 3, 417000 + i,
                               None if i % 10 else "could not reach Nightscout (example.com): ConnectionError",
                               ["INFO tconnectsync: Processed 2 events.\n"])
@@ -266,7 +267,8 @@ def sync_phase(work: Path, template: Path) -> dict:
     nightscout = fakes.FakeNightscout(api_secret=NS_SECRET)
     db = work / "sync.db"
     shutil.copy(template, db)
-    code = "import fakes, sys; sys.exit(fakes.run_service(sys.argv[1], sys.argv[2:]))"
+    code = ("import sys; sys.path.insert(0, 'tests'); import fakes;"  # run from the repository's root
+            " sys.exit(fakes.run_service(sys.argv[1], sys.argv[2:]))")
     proc, port = start("service", work, db, [sys.executable, "-c", code, json.dumps(tandem.urls())], {
         "TCONNECT_EMAIL": tandem.email, "TCONNECT_PASSWORD": TANDEM_PASSWORD, "NS_URL": nightscout.url,
         "NS_SECRET": NS_SECRET, "TIMEZONE_NAME": "America/New_York", "CACHE_CREDENTIALS": "false"})

@@ -21,7 +21,7 @@ from pathlib import Path
 import bench
 from bench import BENCH, ROOT, start, stop, wait_200, wrk, write_deliveries
 
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 from pg_server import PostgresServer
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))

@@ -19,20 +19,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import tcsync_wsgi  # noqa: E402
+from tcsync.readings import iso  # noqa: E402
+from tcsync.store import Store  # noqa: E402
 
 SECRET = "bench-secret-123"
 
 
 def fill(db_path: str, count: int) -> None:
-    store = tcsync_wsgi.Store(db_path)
+    store = Store(db_path)
     start = time.time() - count * 60
     for i in range(count):
         kind = "humidity" if i % 4 == 0 else "temperature"
         data = ({"humidity": {"temperature": 21.0 + i % 7, "relativeHumidity": 40 + i % 9}} if kind == "humidity"
                 else {"temperature": {"value": 4.0 + (i % 50) / 10, "updateTime": "2026-11-22T10:00:00.123456789Z"}})
         event = {"eventId": f"ev-{i:06d}", "targetName": f"projects/p/devices/dev{i % 5}", "eventType": kind,
-                 "data": data, "timestamp": tcsync_wsgi.iso(start + i * 60)}
+                 "data": data, "timestamp": iso(start + i * 60)}
         body = json.dumps({"event": event, "labels": {"name": f"sensor {i % 5}"}, "metadata": {}}).encode()
         store.add_event(event, start + i * 60, body)
     store.close()

@@ -12,10 +12,15 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.getcwd())
-from conftest import SERVICE_SECRET, call
+sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "tests")]  # the checkout, and its tests' helpers
+from conftest import SERVICE_SECRET, call  # noqa: E402
 
-import tcsync_wsgi
+import tcsync_wsgi  # noqa: E402
+from tcsync.log import Log  # noqa: E402
+from tcsync.readings import iso  # noqa: E402
+from tcsync.settings import load_settings  # noqa: E402
+from tcsync.store import open_store  # noqa: E402
+from tcsync.sync import Run  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 
@@ -23,7 +28,7 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 def prefill(store, now: float) -> None:
     t = now - 1000 * 300
     for i in range(1000):
-        run = tcsync_wsgi.Run(store.start_run("timer", t + i * 300), "timer", t + i * 300, t + i * 300 + 4,
+        run = Run(store.start_run("timer", t + i * 300), "timer", t + i * 300, t + i * 300 + 4,
                               "ok" if i % 10 else "failed", i % 3, 417000 + i,
                               None if i % 10 else "could not reach Nightscout (example.com): ConnectionError",
                               ["INFO tconnectsync: Processed 2 events.\n"])
@@ -33,20 +38,20 @@ def prefill(store, now: float) -> None:
                ("networkStatus", {"networkStatus": {"signalStrength": 70}}, now - 600)]
     for i, (event_type, data, when) in enumerate(events):
         event = {"eventId": f"e{i}", "eventType": event_type, "targetName": "projects/p/devices/fridge1",
-                 "data": data, "timestamp": tcsync_wsgi.iso(when)}
+                 "data": data, "timestamp": iso(when)}
         store.add_event(event, when, json.dumps({"event": event, "labels": {"name": "Fridge"}}).encode())
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = tcsync_wsgi.load_settings({
+        settings = load_settings({
             "TCONNECT_EMAIL": "a@example.com", "TCONNECT_PASSWORD": "pw-123456", "NS_URL": "https://ns.example/",
             "NS_SECRET": "ns-secret-123", "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET,
             "DT_SIGNATURE_SECRET": "dt-secret-123", "TCONNECTSYNC_HEROKU_DB": os.path.join(tmp, "db.sqlite3"),
             "TIMEZONE_NAME": "Europe/Berlin", "DT_TEMPERATURE_RANGE": "2..8"})
-        store = tcsync_wsgi.open_store(settings)
+        store = open_store(settings)
         prefill(store, time.time())
-        app = tcsync_wsgi.create_app(settings, store=store, log=tcsync_wsgi.Log(lambda line: None))
+        app = tcsync_wsgi.create_app(settings, store=store, log=Log(lambda line: None))
         with_secret = {"Authorization": f"Bearer {SERVICE_SECRET}"}
         for label, headers in (("GET /", None), ("GET / with the secret", with_secret)):
             status, _, body = call(app, headers=headers, lint=False)

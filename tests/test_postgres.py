@@ -17,6 +17,10 @@ from test_e2e import start_service
 from test_receiver import NOW, body_for, sign
 
 import tcsync_wsgi
+from tcsync.log import Redactor
+from tcsync.postgres import PostgresStore, tls_options
+from tcsync.settings import SettingsError, load_settings
+from tcsync.store import open_store
 
 PASSWORD = "pg-Passw0rd-9e1"  # the test server trusts 127.0.0.1 and ignores it; it must never show anywhere
 
@@ -33,16 +37,17 @@ def stored(url, sql):
 
 
 def test_psycopg_is_imported_only_with_a_database_url(tmp_path):
-    code = ("import sys, tcsync_wsgi as t; t.create_app(t.load_settings({'TCONNECTSYNC_HEROKU_DB': sys.argv[1]}),"
-            " log=t.Log(lambda line: None)); print('psycopg' in sys.modules)")
+    code = ("import sys, tcsync_wsgi as t; from tcsync.log import Log; from tcsync.settings import load_settings;"
+            " t.create_app(load_settings({'TCONNECTSYNC_HEROKU_DB': sys.argv[1]}), log=Log(lambda line: None));"
+            " print('psycopg' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "db")], capture_output=True, text=True,
                           cwd=os.path.dirname(tcsync_wsgi.__file__), timeout=30)
     assert (done.returncode, done.stdout) == (0, "False\n"), done.stderr
 
 
 def test_a_database_url_that_is_not_postgres_is_refused_without_echoing_it():
-    with pytest.raises(tcsync_wsgi.SettingsError) as raised:
-        tcsync_wsgi.load_settings({"DATABASE_URL": f"mysql://me:{PASSWORD}@db/x"})
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"DATABASE_URL": f"mysql://me:{PASSWORD}@db/x"})
     assert str(raised.value) == ("DATABASE_URL must be a postgres:// or postgresql:// URL, got one starting with "
                                  "'mysql'")
 
@@ -55,22 +60,22 @@ def test_a_database_url_that_is_not_postgres_is_refused_without_echoing_it():
     ("postgresql:///d?host=/var/run/postgresql", {}),
 ])
 def test_connections_to_other_machines_are_encrypted(url, options):
-    assert tcsync_wsgi.tls_options(conninfo_to_dict(url)) == options
+    assert tls_options(conninfo_to_dict(url)) == options
 
 
 def test_the_store_is_the_same_after_a_restart_and_names_no_password(database_url, tmp_path):
     url = with_password(database_url)
-    settings = tcsync_wsgi.load_settings({"DATABASE_URL": url, "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "no")})
-    store = tcsync_wsgi.open_store(settings)
-    assert isinstance(store, tcsync_wsgi.PostgresStore) and PASSWORD not in store.path
+    settings = load_settings({"DATABASE_URL": url, "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "no")})
+    store = open_store(settings)
+    assert isinstance(store, PostgresStore) and PASSWORD not in store.path
     run_id = store.start_run("timer", 100.0)
     assert not store.add_event({"eventId": "e1", "eventType": "touch"}, 200.0, b'{"event": {}}')
     store.close()
-    again = tcsync_wsgi.open_store(settings)
+    again = open_store(settings)
     assert [r["id"] for r in again.runs(10)] == [run_id]
     assert again.add_event({"eventId": "e1", "eventType": "touch"}, 201.0, b"{}")  # still a duplicate
     assert not (tmp_path / "no").exists()
-    assert PASSWORD not in tcsync_wsgi.Redactor(settings.secret_values())(f"x {url} y")
+    assert PASSWORD not in Redactor(settings.secret_values())(f"x {url} y")
 
 
 # Two service processes on one database -------------------------------------------------------

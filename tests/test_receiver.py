@@ -13,7 +13,8 @@ from conftest import DT_SECRET, SERVICE_SECRET, call, load_fixture, request, ser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tcsync_wsgi
+from tcsync.receiver import Rejected, parse_event, verify_delivery
+from tcsync.store import EVENT_COLUMNS, KEEP_EVENTS, Store, StoreError
 
 NOW = 1_800_000_000.0
 
@@ -226,10 +227,10 @@ def test_without_a_clock_the_wall_clock_checks_the_times():
                            ({"exp": int(now) + 86400 + 60}, "expires_too_late"), ({"iat": "1"}, "malformed_token")):
         token = sign(BODY, now=now, **claims)
         if reason is None:
-            assert tcsync_wsgi.verify_delivery(BODY, token, (DT_SECRET,))["jti"] == "j"
+            assert verify_delivery(BODY, token, (DT_SECRET,))["jti"] == "j"
         else:
-            with pytest.raises(tcsync_wsgi.Rejected) as refused:
-                tcsync_wsgi.verify_delivery(BODY, token, (DT_SECRET,))
+            with pytest.raises(Rejected) as refused:
+                verify_delivery(BODY, token, (DT_SECRET,))
             assert (refused.value.status, refused.value.reason) == (400, reason)
 
 
@@ -251,9 +252,9 @@ def test_only_sha1_or_only_sha256_present_is_enough(app):
     assert post(app, body_for("only-2"), sign(body_for("only-2"), drop=("checksum",)))[0] == 200
 
 
-class FailingStore(tcsync_wsgi.Store):
+class FailingStore(Store):
     def add_event(self, *args):
-        raise tcsync_wsgi.StoreError("disk I/O error")
+        raise StoreError("disk I/O error")
 
 
 def test_a_store_failure_is_503_so_the_vendor_retries(make_app):
@@ -437,8 +438,8 @@ def nested(levels, inner=b"1"):
 def test_a_body_as_deep_as_fits_in_64_kib_is_a_clear_400(app):
     body = b"[" * 32_000 + b"]" * 32_000  # 100 000 levels would be over the 64 KiB limit: 413 before reading
     assert post(app, body) == (400, TOO_DEEP)
-    with pytest.raises(tcsync_wsgi.Rejected) as refused:
-        tcsync_wsgi.parse_event(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(Rejected) as refused:
+        parse_event(b"[" * 100_000 + b"]" * 100_000)
     assert (refused.value.status, refused.value.reason, refused.value.message) == (400, *TOO_DEEP.values())
     assert events(app) == []
 
@@ -456,13 +457,13 @@ def test_a_body_deeper_than_100_levels_is_refused_the_same_on_every_python(app):
 def add_events(store, count, newest_at):
     """count events received a second apart, the newest at newest_at, ids e0 (newest) up; in one statement."""
     store._write("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
-                 f" INSERT INTO events ({tcsync_wsgi.EVENT_COLUMNS})"
+                 f" INSERT INTO events ({EVENT_COLUMNS})"
                  " SELECT 'e' || i, 'touch', NULL, NULL, ? - i, 0, ?, NULL, ? - i FROM n",
                  (count - 1, newest_at, b"{}", newest_at))
 
 
 def test_over_100_000_events_pruning_keeps_the_newest(app):
-    add_events(app.store, tcsync_wsgi.KEEP_EVENTS + 5, NOW)
+    add_events(app.store, KEEP_EVENTS + 5, NOW)
     app.store.prune_events(NOW)
     count, oldest, newest = stored(app, "SELECT COUNT(*), MIN(received_at), MAX(received_at) FROM events")[0]
     assert (count, oldest, newest) == (100_000, NOW - 99_999, NOW)

@@ -10,10 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tcsync_wsgi
-from tcsync_wsgi import (
-    DAY_SECS, age_text, axis_ticks, chart_html, clock_text, load_settings, out_since, segments, sensor_card,
-    strip_html, strip_summary, thin, time_html,
+from tcsync.log import Log
+from tcsync.page import PAGE_DATA_SECS
+from tcsync.readings import iso
+from tcsync.settings import SettingsError
+from tcsync.sync import CREDENTIALS_REFUSED, Run
+from tcsync.page import (
+    DAY_SECS, age_text, axis_ticks, chart_html, clock_text, out_since, segments, sensor_card, strip_html,
+    strip_summary, thin, time_html,
 )
+from tcsync.settings import load_settings
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z, 03:00 in New York
 NY = zoneinfo.ZoneInfo("America/New_York")
@@ -156,7 +162,7 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 def test_any_sensor_data_draws_a_card_with_its_text_escaped(name, device, points, band):
     points.sort()
     sensor = {"device": device, "target": None, "name": name, "last_event_at": None,
-              "readings": {"temperature": {"value": points[-1][1], "unit": "°C", "at": tcsync_wsgi.iso(points[-1][0])}}}
+              "readings": {"temperature": {"value": points[-1][1], "unit": "°C", "at": iso(points[-1][0])}}}
     card, _ = sensor_card(sensor, {"temperature": points}, NOW, NY, band)
     text = re.sub(r"<[^>]+>", "", card)
     assert "<" not in text and ">" not in text
@@ -204,7 +210,7 @@ def test_the_temperature_range_setting(raw, band):
 
 @pytest.mark.parametrize("raw", ["8..2", "2..2", "2-8", "two..8", "2..", "2..8..9"])
 def test_a_bad_temperature_range_is_named_with_the_other_problems(raw):
-    with pytest.raises(tcsync_wsgi.SettingsError) as raised:
+    with pytest.raises(SettingsError) as raised:
         load_settings({"DT_TEMPERATURE_RANGE": raw, "TCONNECT_REGION": "eu"})
     assert raised.value.problems == ["TCONNECT_REGION must be US or EU (capitals), got 'eu'",
                                      f"DT_TEMPERATURE_RANGE must be two numbers of °C, the lower first, like 2..8, "
@@ -220,7 +226,7 @@ def app(make_app):
 
 def finish(app, started_at, outcome="ok", error=None):
     """A run recorded in the store, as the syncer (of this or another process) records it."""
-    run = tcsync_wsgi.Run(app.store.start_run("timer", started_at), "timer", started_at, started_at + 4, outcome,
+    run = Run(app.store.start_run("timer", started_at), "timer", started_at, started_at + 4, outcome,
                           error=error)
     app.store.finish_run(run)
     return run
@@ -239,7 +245,7 @@ def test_ok_idle_before_any_sync_and_times_in_zone(app):
 
 def test_not_configured_names_the_settings(tmp_path):
     settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), "TCONNECT_EMAIL": "a@b.c"})
-    page = call(tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines())))[2]
+    page = call(tcsync_wsgi.create_app(settings, log=Log(LogLines())))[2]
     assert state_of(page) == "not configured"
     assert sentence_of(page) == "Set TCONNECT_PASSWORD, NS_URL, NS_SECRET: syncs are refused until they are set."
     assert b"<h2>Sensors</h2>" not in page and b"receiver: not configured (set DT_SIGNATURE_SECRET)" in page
@@ -285,7 +291,7 @@ def test_paused_says_until_when_and_how_to_retry_and_then_what_failed(make_app, 
     now = [NOW]
     app, _ = make_app(clock=lambda: now[0])
     tandem.password = "changed-on-tandem"
-    assert sync(app).error == tcsync_wsgi.CREDENTIALS_REFUSED
+    assert sync(app).error == CREDENTIALS_REFUSED
     assert state_of(call(app)[2]) == "paused"
     assert sentence_of(call(app, headers=bearer())[2]) == (
         "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD. Timed syncs "
@@ -366,7 +372,7 @@ def test_the_page_reads_the_store_again_when_a_run_finishes_here_and_others_runs
     assert sum(map(len, marks(call(app)[2].decode()).values())) == 1  # at once
     finish(app, app.clock() - 60)  # another process's run: shown within PAGE_DATA_SECS (and the syncer's refresh)
     assert sum(map(len, marks(call(app)[2].decode()).values())) == 1
-    wait_for(lambda: sum(map(len, marks(call(app)[2].decode()).values())) == 2, timeout=tcsync_wsgi.PAGE_DATA_SECS + 3)
+    wait_for(lambda: sum(map(len, marks(call(app)[2].decode()).values())) == 2, timeout=PAGE_DATA_SECS + 3)
 
 
 def test_a_failing_database_is_a_state_not_an_error(app, tmp_path):

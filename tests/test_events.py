@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_receiver import sign
 
-import tcsync_wsgi
+from tcsync.readings import READINGS as READING_SPECS
+from tcsync.readings import reading_json
+from tcsync.store import Store, StoreError
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 TEST_DATA = Path(__file__).resolve().parent / "test_data"
@@ -293,12 +295,12 @@ json_st = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() |
 
 
 @settings(max_examples=300, deadline=None)
-@given(event_type=st.sampled_from([*tcsync_wsgi.READINGS, "other"]), data=json_st,
+@given(event_type=st.sampled_from([*READING_SPECS, "other"]), data=json_st,
        inner=st.dictionaries(st.sampled_from(["value", "temperature", "relativeHumidity", "state", "total",
                                               "percentage", "signalStrength", "ppm", "pascal", "samples"]), json_st))
 def test_reading_extraction_never_fails_on_any_json(event_type, data, inner):
     for candidate in (data, {event_type: inner}):
-        reading = tcsync_wsgi.reading_json(event_type, candidate)
+        reading = reading_json(event_type, candidate)
         assert reading is None or isinstance(reading, (dict, list))
         json.dumps(reading)
 
@@ -326,5 +328,5 @@ def test_a_store_written_by_release_1_0_0_is_upgraded_in_place(make_app, tmp_pat
 def test_a_store_from_a_newer_release_is_refused(tmp_path):
     db = tmp_path / "tcsync.sqlite3"
     sqlite3.connect(db).execute("PRAGMA user_version=99")
-    with pytest.raises(tcsync_wsgi.StoreError, match="schema version 99 is newer"):
-        tcsync_wsgi.Store(str(db))
+    with pytest.raises(StoreError, match="schema version 99 is newer"):
+        Store(str(db))

@@ -10,10 +10,10 @@ import threading
 
 import pytest
 from conftest import (
-    FIXTURE_NOW, NS_SECRET, PASSWORD, SERVICE_SECRET, bearer, request, runs_of, served, service_env, wait_for,
+    FIXTURE_NOW, NS_SECRET, PASSWORD, ROOT, SERVICE_SECRET, TESTS, bearer, request, runs_of, served, service_env,
+    wait_for,
 )
 
-import fakes
 from pg_server import free_port
 
 
@@ -207,9 +207,10 @@ def test_the_timer_syncs_repeatedly_without_overlap(make_app, nightscout):
 
 def start_service(tandem, env, *args):
     """python tcsync_wsgi.py ARGS with tconnectsync pointed at the fake Tandem."""
-    code = "import fakes, sys; sys.exit(fakes.run_service(sys.argv[1], sys.argv[2:]))"
+    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import fakes;"
+            " sys.exit(fakes.run_service(sys.argv[1], sys.argv[2:]))")
     return subprocess.Popen([sys.executable, "-c", code, json.dumps(tandem.urls()), *args],
-                            env={**os.environ, **env}, cwd=os.path.dirname(fakes.__file__),
+                            env={**os.environ, **env}, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -256,7 +257,7 @@ def test_cli_one_shot_exit_codes(tandem, nightscout, tmp_path, password, verb, c
 
 
 def test_cli_with_missing_settings_exits_2(tmp_path):
-    done = subprocess.run([sys.executable, "tcsync_wsgi.py", "sync"], cwd=os.path.dirname(fakes.__file__),
+    done = subprocess.run([sys.executable, "tcsync_wsgi.py", "sync"], cwd=ROOT,
                           env={"PATH": os.environ["PATH"], "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db")},
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2

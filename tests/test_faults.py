@@ -12,7 +12,7 @@ import time
 
 import pytest
 from conftest import (
-    DT_SECRET, NS_SECRET, PASSWORD, SERVICE_SECRET, bearer, call, request, runs_of, served, wait_for,
+    DT_SECRET, NS_SECRET, PASSWORD, ROOT, SERVICE_SECRET, bearer, call, request, runs_of, served, wait_for,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +20,7 @@ from pg_server import free_port
 from test_receiver import body_for, sign
 
 import tcsync_wsgi
+from tcsync.sync import CREDENTIALS_REFUSED, SyncTimer
 
 ALL_SECRETS = (PASSWORD, NS_SECRET, hashlib.sha1(NS_SECRET.encode()).hexdigest(), SERVICE_SECRET, DT_SECRET)
 
@@ -105,7 +106,7 @@ def test_update_and_check_login_are_409_while_a_run_is_in_progress(make_app, tan
 
 def test_backoff_doubles_after_each_failure_caps_at_an_hour_and_resets(make_app, nightscout):
     app, _ = make_app()
-    timer = tcsync_wsgi.SyncTimer(app.syncer, 60, app.log)
+    timer = SyncTimer(app.syncer, 60, app.log)
     delays = []
     for failures in (0, 1, 2, 3, 4, 7, 30):
         app.syncer.consecutive_failures = failures
@@ -144,7 +145,7 @@ def test_refused_credentials_pause_the_timer_until_a_manual_run(make_app, tandem
         page = request(address, "GET", "/")[2].decode()
         assert "paused until" in page and "Tandem Source refused the credentials" in page
         [run] = runs_of(address)
-        assert run["error"] == tcsync_wsgi.CREDENTIALS_REFUSED
+        assert run["error"] == CREDENTIALS_REFUSED
 
         tandem.password = "right-password-Zq81"  # the user fixed it on Tandem's side
         assert request(address, "GET", "/update", bearer())[0] == 200
@@ -340,7 +341,8 @@ def serving(tmp_path, before="", **env):
     port = free_port()
     out = tmp_path / "service.log"
     with out.open("w") as stdout:
-        code = f"{before}\nimport runpy; runpy.run_path({tcsync_wsgi.__file__!r}, run_name='__main__')"
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n{before}\n"
+                f"import runpy; runpy.run_path({tcsync_wsgi.__file__!r}, run_name='__main__')")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=stdout, stderr=subprocess.STDOUT,
                                 env={"PATH": "/usr/bin:/bin", "LISTEN_HOST": "127.0.0.1", "LISTEN_PORT": str(port),
                                      "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), **env})

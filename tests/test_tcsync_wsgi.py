@@ -13,8 +13,13 @@ import urllib.parse
 import pytest
 from conftest import NS_SECRET, PASSWORD, SERVICE_SECRET, LogLines, call, service_env
 
+import tcsync.settings
 import tcsync_wsgi
-from tcsync_wsgi import SettingsError, load_settings
+from tcsync.log import Log, Redactor
+from tcsync.receiver import secret_matches
+from tcsync.store import Store, open_store
+from tcsync.sync import Run, Syncer, _Captures, _ThreadStdout
+from tcsync.settings import SettingsError, load_settings
 
 
 def auth(secret=SERVICE_SECRET):
@@ -108,8 +113,8 @@ def test_a_password_in_a_configured_url_is_a_secret_as_written_and_decoded(name,
 def test_our_feature_list_is_tconnectsyncs():
     from tconnectsync.features import ALL_FEATURES, DEFAULT_FEATURES
 
-    assert tcsync_wsgi.ALL_FEATURES == tuple(ALL_FEATURES)
-    assert tcsync_wsgi.DEFAULT_FEATURES == tuple(DEFAULT_FEATURES)
+    assert tcsync.settings.ALL_FEATURES == tuple(ALL_FEATURES)
+    assert tcsync.settings.DEFAULT_FEATURES == tuple(DEFAULT_FEATURES)
 
 
 @pytest.mark.parametrize(("env", "needle"), [
@@ -150,10 +155,10 @@ def store_settings(request, tmp_path):
 
 
 def test_a_run_left_running_by_a_killed_process_is_interrupted_at_next_start(store_settings):
-    store = tcsync_wsgi.open_store(store_settings)
+    store = open_store(store_settings)
     run_id = store.start_run("timer", 1000.0)
     store.close()
-    app = tcsync_wsgi.create_app(store_settings, log=tcsync_wsgi.Log(LogLines()))
+    app = tcsync_wsgi.create_app(store_settings, log=Log(LogLines()))
     [row] = app.store.runs(10)
     assert (row["id"], row["outcome"]) == (run_id, "interrupted")
     assert app.store.path == (store_settings.database_url or store_settings.db_path)
@@ -161,16 +166,16 @@ def test_a_run_left_running_by_a_killed_process_is_interrupted_at_next_start(sto
 
 
 def test_a_successful_check_is_not_a_successful_sync_after_restart(store_settings):
-    store = tcsync_wsgi.open_store(store_settings)
-    run = tcsync_wsgi.Run(store.start_run("check", 10.0), "check", 10.0, finished_at=11.0, outcome="ok")
+    store = open_store(store_settings)
+    run = Run(store.start_run("check", 10.0), "check", 10.0, finished_at=11.0, outcome="ok")
     store.finish_run(run)
-    syncer = tcsync_wsgi.Syncer(load_settings({}), store, tcsync_wsgi.Log(LogLines()))
+    syncer = Syncer(load_settings({}), store, Log(LogLines()))
     assert syncer.last_success_at is None and syncer.last_run["trigger"] == "check"
     store.close()
 
 
 def test_store_keeps_the_newest_1000_runs(store_settings):
-    store = tcsync_wsgi.open_store(store_settings)
+    store = open_store(store_settings)
     for i in range(1005):
         store.start_run("run", float(i))
     runs = store.runs(1000)
@@ -180,36 +185,36 @@ def test_store_keeps_the_newest_1000_runs(store_settings):
 
 
 def test_store_uses_wal(tmp_path):
-    tcsync_wsgi.Store(str(tmp_path / "db"))
+    Store(str(tmp_path / "db"))
     assert sqlite3.connect(tmp_path / "db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 # Auth, redaction -----------------------------------------------------------------------------
 
 def test_secret_matches():
-    assert tcsync_wsgi.secret_matches("abc", "abc")
-    assert not tcsync_wsgi.secret_matches("abd", "abc")
-    assert not tcsync_wsgi.secret_matches("", "")
+    assert secret_matches("abc", "abc")
+    assert not secret_matches("abd", "abc")
+    assert not secret_matches("", "")
     for near_miss in ("", "a", "ab", "abcd", "bc", "ABC"):
-        assert not tcsync_wsgi.secret_matches(near_miss, "abc"), near_miss
-    assert not tcsync_wsgi.secret_matches("é" * 3, "abc")
+        assert not secret_matches(near_miss, "abc"), near_miss
+    assert not secret_matches("é" * 3, "abc")
 
 
 def test_redactor_hides_secrets_their_sha1_and_api_secret_values():
     import hashlib
 
     sha1 = hashlib.sha1(NS_SECRET.encode()).hexdigest()
-    redact = tcsync_wsgi.Redactor([NS_SECRET, sha1, PASSWORD])
+    redact = Redactor([NS_SECRET, sha1, PASSWORD])
     text = redact(f"url=http://x/api/v1/treatments?api_secret=other&x=1 {sha1} {PASSWORD} {NS_SECRET}")
     assert text == "url=http://x/api/v1/treatments?api_secret=[redacted]&x=1 [redacted] [redacted] [redacted]"
 
 
 def test_captured_tconnectsync_output_is_redacted():
-    log = tcsync_wsgi.Log(LogLines(), redact=tcsync_wsgi.Redactor([NS_SECRET]))
-    captures = tcsync_wsgi._Captures(log)
+    log = Log(LogLines(), redact=Redactor([NS_SECRET]))
+    captures = _Captures(log)
     captures.by_thread[threading.get_ident()] = lines = []
     elsewhere = io.StringIO()
-    stdout = tcsync_wsgi._ThreadStdout(elsewhere, captures)  # what a check's prints go through
+    stdout = _ThreadStdout(elsewhere, captures)  # what a check's prints go through
     stdout.write(f"GET /x?api_secret={NS_SECRET}&y=1 secret {NS_SECRET}\n")
     assert not captures.add(8, "another thread")
     assert lines == ["GET /x?api_secret=[redacted]&y=1 secret [redacted]\n"]
@@ -228,7 +233,7 @@ def test_status_page_is_public_html_without_runs(app):
 
 def test_status_page_names_missing_settings(tmp_path):
     settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), "TCONNECT_EMAIL": "a@b.c"})
-    app = tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines()))
+    app = tcsync_wsgi.create_app(settings, log=Log(LogLines()))
     status, _, body = call(app)
     assert status == 200
     assert b"not configured" in body
@@ -237,7 +242,7 @@ def test_status_page_names_missing_settings(tmp_path):
 
 def test_status_page_says_the_timer_waits_for_missing_settings(tmp_path):
     settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), "TCONNECTSYNC_HEROKU_INTERVAL_MINS": "5"})
-    app = tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines()), timer=True)
+    app = tcsync_wsgi.create_app(settings, log=Log(LogLines()), timer=True)
     assert app.timer is None
     assert b"none: the timer waits for the missing settings" in call(app)[2]
 
@@ -409,7 +414,7 @@ def test_runs_lists_newest_first_with_every_field(app):
 def test_sync_routes_refuse_when_settings_are_missing(tmp_path):
     settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"),
                               "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET})
-    app = tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines()))
+    app = tcsync_wsgi.create_app(settings, log=Log(LogLines()))
     status, _, body = call(app, path="/run", headers=auth())
     assert status == 503
     assert json.loads(body)["reason"] == "missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET"
@@ -418,7 +423,7 @@ def test_sync_routes_refuse_when_settings_are_missing(tmp_path):
     assert app.store.runs(10) == []
 
 
-class BrokenStore(tcsync_wsgi.Store):
+class BrokenStore(Store):
     """A store whose run listing fails with a bug, to exercise the error boundary."""
 
     def runs(self, limit):
@@ -428,7 +433,7 @@ class BrokenStore(tcsync_wsgi.Store):
 def test_an_unexpected_exception_is_a_plain_500_logged_once_without_secrets(tandem, nightscout, tmp_path):
     log = LogLines()
     settings = load_settings(service_env(tandem, nightscout, tmp_path / "db"))
-    app = tcsync_wsgi.create_app(settings, store=BrokenStore(settings.db_path), log=tcsync_wsgi.Log(log))
+    app = tcsync_wsgi.create_app(settings, store=BrokenStore(settings.db_path), log=Log(log))
     status, _, body = call(app, path="/runs", headers=auth())
     assert status == 500
     assert body == b"Internal error; the service log has the details.\n"
@@ -472,7 +477,7 @@ def test_a_secret_at_a_fields_cut_is_redacted_not_halved(app):
 
 def test_no_log_line_is_over_4_kib_whatever_its_fields_or_characters():
     lines = LogLines()
-    log = tcsync_wsgi.Log(lines)
+    log = Log(lines)
     log(event="wide", **{f"field{i}": "é" * 1000 for i in range(20)})  # 20 fields of 600 bytes after their cut
     log.write_redacted("€" * 5000)  # tconnectsync's lines come this way, whole
     wide, long = lines
@@ -484,8 +489,8 @@ def test_no_log_line_is_over_4_kib_whatever_its_fields_or_characters():
 
 def test_the_log_writer_writes_whole_lines_in_writes_of_at_most_4_kib(tmp_path):
     """The real writer thread, its stdout a packet socket: each os.write arrives as one record."""
-    script = ("import tcsync_wsgi\n"
-              "log = tcsync_wsgi.Log()\n"
+    script = ("from tcsync.log import Log\n"
+              "log = Log()\n"
               "for i in range(300):\n"
               "    log(event='example', i=i, text='€' * 290)\n"  # 900 bytes in 300 characters
               "log.write_redacted('x' * 10_000)\n"

@@ -6,6 +6,7 @@ binary). Without it these tests fail; TCSYNC_TEST_BROWSER=skip skips them instea
 artifacts/screenshots/ (not committed) for a person to look at.
 """
 
+import datetime as dt
 import json
 import math
 import os
@@ -18,6 +19,12 @@ from conftest import SERVICE_SECRET, LogLines, bearer, request, runs_of, served,
 from test_receiver import sign
 
 import tcsync_wsgi
+from tcsync.log import Log
+from tcsync.page import clock_text
+from tcsync.readings import iso
+from tcsync.settings import load_settings
+from tcsync.store import Store
+from tcsync.sync import Run
 
 CHROMIUM = os.environ.get("TCSYNC_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
@@ -100,7 +107,7 @@ def chart_values(page, readings, card=0):
 def runs_in_the_last_day(address):
     since = time.time() - 86400
     return [run for run in json.loads(request(address, "GET", "/runs?limit=1000", bearer())[2])["runs"]
-            if tcsync_wsgi.dt.datetime.fromisoformat(run["started_at"]).timestamp() >= since]
+            if dt.datetime.fromisoformat(run["started_at"]).timestamp() >= since]
 
 
 # Setting the scene: history written as the service writes it, readings delivered as the Data Connector does ----
@@ -108,13 +115,13 @@ def runs_in_the_last_day(address):
 def history(db_path, now, failing_since=None, slept=(16, 13)):
     """A day of timer runs every 15 minutes before this start: failures 10 h to 8 h ago (Nightscout was down), none
     while the dyno slept, failures from failing_since (seconds ago) on."""
-    store = tcsync_wsgi.Store(str(db_path))
+    store = Store(str(db_path))
     for i in range(96, 0, -1):
         started = now - i * 900
         if slept[1] * 3600 <= now - started < slept[0] * 3600:
             continue
         failed = 8 * 3600 <= now - started < 10 * 3600 or (failing_since and now - started < failing_since)
-        run = tcsync_wsgi.Run(store.start_run("timer", started), "timer", started, started + 3,
+        run = Run(store.start_run("timer", started), "timer", started, started + 3,
                               "failed" if failed else "ok", 0 if failed else i % 3,
                               error="could not reach Nightscout (your-site.example.com): ConnectionError" if failed
                               else None)
@@ -137,7 +144,7 @@ def fridge_curve(now, hours=24, door_open_since=None):
 
 def deliver(address, device, name, event_type, data, at, event_id):
     event = {"eventId": event_id, "targetName": f"projects/p/devices/{device}", "eventType": event_type,
-             "data": data, "timestamp": tcsync_wsgi.iso(at, "milliseconds")}
+             "data": data, "timestamp": iso(at, "milliseconds")}
     body = json.dumps({"event": event, "labels": {"name": name} if name else {}}).encode()
     status, _, answer = request(address, "POST", "/", {"X-Dt-Signature": sign(body, now=time.time())}, body)
     assert status == 200, answer
@@ -206,8 +213,8 @@ def test_failing_with_its_reason(make_app, nightscout, tmp_path, tabs):
 
 
 def test_not_configured(tmp_path, tabs):
-    settings = tcsync_wsgi.load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db.sqlite3")})
-    app = tcsync_wsgi.create_app(settings, log=tcsync_wsgi.Log(LogLines()))
+    settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db.sqlite3")})
+    app = tcsync_wsgi.create_app(settings, log=Log(LogLines()))
     try:
         with served(app) as address:
             for tab in tabs:
@@ -224,8 +231,8 @@ def test_not_configured(tmp_path, tabs):
 def test_a_sensor_out_of_range_and_markup_in_names_and_errors(make_app, tmp_path, tabs):
     now = time.time()
     history(tmp_path / "tcsync.sqlite3", now)
-    store = tcsync_wsgi.Store(str(tmp_path / "tcsync.sqlite3"))
-    run = tcsync_wsgi.Run(store.start_run("timer", now - 120), "timer", now - 120, now - 110, "failed",
+    store = Store(str(tmp_path / "tcsync.sqlite3"))
+    run = Run(store.start_run("timer", now - 120), "timer", now - 120, now - 110, "failed",
                           error="<script>window.pwned = 'error'</script>")
     store.finish_run(run)
     store.close()
@@ -241,7 +248,7 @@ def test_a_sensor_out_of_range_and_markup_in_names_and_errors(make_app, tmp_path
             page = tab.open(address, WITH_SECRET)
             assert page.text_content("#state") == "ok"
             alert = page.text_content("header .alert")
-            since = tcsync_wsgi.clock_text(outside[0][0], time.time(), app.tz)
+            since = clock_text(outside[0][0], time.time(), app.tz)
             assert alert.startswith(f"out of range Fridge is outside 2\N{EN DASH}8 °C since {since} (")
             assert alert.endswith(f": {outside[-1][1]:.1f} °C now.")
             fridge = page.locator(".card", has_text="Fridge").first

@@ -21,8 +21,12 @@ os.environ.update(CACHE_CREDENTIALS="false", NO_PROXY="127.0.0.1,localhost", TIM
 
 import fakes  # noqa: E402
 import tcsync_wsgi  # noqa: E402
+from tcsync.log import Log  # noqa: E402
+from tcsync.settings import load_settings  # noqa: E402
 
-SHARED = Path(os.environ.get("TCSYNC_SHARED_DIR", Path(__file__).resolve().parent.parent / "shared"))
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent  # the repository: tcsync_wsgi.py and tcsync/
+SHARED = Path(os.environ.get("TCSYNC_SHARED_DIR", ROOT.parent / "shared"))
 PASSWORD = "right-password-Zq81"
 NS_SECRET = "ns-secret-value-1234"
 SERVICE_SECRET = "service-secret-8c1f2e"
@@ -97,8 +101,8 @@ def make_app(tandem, nightscout, tmp_path, backend_env):
     def make(clock=None, timer=False, verify_clock=None, store=None, **extra):
         log = LogLines()
         extra = {**backend_env, **extra}
-        settings = tcsync_wsgi.load_settings(service_env(tandem, nightscout, tmp_path / "tcsync.sqlite3", **extra))
-        app = tcsync_wsgi.create_app(settings, clock=clock, log=tcsync_wsgi.Log(log), timer=timer,
+        settings = load_settings(service_env(tandem, nightscout, tmp_path / "tcsync.sqlite3", **extra))
+        app = tcsync_wsgi.create_app(settings, clock=clock, log=Log(log), timer=timer,
                                      verify_clock=verify_clock, store=store and store(settings.db_path))
         apps.append(app)
         return app, log

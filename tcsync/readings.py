@@ -1,0 +1,101 @@
+"""What each Data Connector event measures, its device and its own time: pure functions of a body."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Any
+
+
+def iso(ts: float | None, timespec: str = "seconds") -> str | None:
+    """UTC ISO-8601 with a Z, or None."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def device_of(target: str | None) -> str | None:
+    """The device id: the last segment of targetName (projects/p/devices/d1 -> d1)."""
+    return target.rsplit("/", 1)[-1] or None if target else None
+
+
+def event_time_of(timestamp: str | None, received_at: float) -> float:
+    """The event's own time in Unix seconds (the vendor writes up to 9 fractional digits); else its receive time."""
+    try:
+        when = dt.datetime.fromisoformat(timestamp)
+        return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return received_at
+
+
+# What each event type measures, from the vendor's python-client (disruptive/events/events.py):
+# event type -> (kind, field of data[event type], unit) per reading. A touch is its own reading.
+STATE_TYPES = ("objectPresent", "waterPresent", "contact", "motion", "deskOccupancy")
+READINGS: dict[str, tuple[tuple[str, str | None, str | None], ...]] = {
+    "temperature": (("temperature", "value", "°C"),),
+    "humidity": (("temperature", "temperature", "°C"), ("humidity", "relativeHumidity", "%")),
+    "co2": (("co2", "ppm", "ppm"),),
+    "pressure": (("pressure", "pascal", "Pa"),),
+    **{name: ((name, "state", None),) for name in STATE_TYPES},
+    "touch": (("touch", None, None),),
+    "touchCount": (("touchCount", "total", None),),
+    "objectPresentCount": (("objectPresentCount", "total", None),),
+    "batteryStatus": (("batteryStatus", "percentage", "%"),),
+    "networkStatus": (("networkStatus", "signalStrength", "%"),),
+}
+NUMERIC_KINDS = ("temperature", "humidity", "co2", "pressure")
+SOURCES_OF_KIND = {kind: tuple(t for t, spec in READINGS.items() if any(k == kind for k, _, _ in spec))
+                   for kind in NUMERIC_KINDS}
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def readings_of(event_type: str, data: Any) -> list[tuple[str, Any, str | None]]:
+    """(kind, value, unit) for each reading an event carries; [] for other types or data that does not fit."""
+    spec = READINGS.get(event_type)
+    fields = data.get(event_type) if isinstance(data, dict) else None
+    if spec is None or not isinstance(fields, dict):
+        return []
+    readings = []
+    for kind, field, unit in spec:
+        value = "touched" if field is None else fields.get(field)
+        if not (isinstance(value, str) if field in ("state", None) else is_number(value)):
+            return []
+        readings.append((kind, value, unit))
+    return readings
+
+
+def reading_json(event_type: str, data: Any) -> dict | list | None:
+    """An event's reading as /events shows it: {"value", "unit"} (temperature adds its samples), a list for
+    humidity (temperature, then relative humidity), or None."""
+    readings = [{"value": value, "unit": unit} for _, value, unit in readings_of(event_type, data)]
+    if not readings:
+        return None
+    if event_type == "temperature" and isinstance(data["temperature"].get("samples"), list):
+        readings[0]["samples"] = [{"value": s["value"], "at": s.get("sampleTime")}
+                                  for s in data["temperature"]["samples"]
+                                  if isinstance(s, dict) and is_number(s.get("value"))]
+    return readings if len(readings) > 1 else readings[0]
+
+
+def document_of(body: bytes) -> tuple[dict, dict]:
+    """(event, labels) of a stored delivery body; it was checked when it arrived."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}, {}
+    labels = document.get("labels")
+    return document.get("event", {}), labels if isinstance(labels, dict) else {}
+
+
+def event_json(row: tuple) -> dict:
+    """One stored event as /events shows it: its data exactly as received, its labels, its reading."""
+    event_id, event_type, target, timestamp, received_at, duplicates, body, device, event_time = row
+    event, labels = document_of(bytes(body))
+    data = event.get("data")
+    return {"event_id": event_id, "event_type": event_type, "target": target, "device": device,
+            "timestamp": timestamp, "event_time": iso(event_time, "milliseconds"), "received_at": iso(received_at),
+            "duplicates": duplicates, "data": data, "labels": labels, "reading": reading_json(event_type, data)}

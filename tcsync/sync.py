@@ -1,0 +1,387 @@
+"""Sync: one run at a time, one pair of tconnectsync clients for the life of the process, and the timer.
+
+tconnectsync is imported at the first run, after our own settings checks (it exits the process on bad ones); its
+HTTP calls are bounded by the run's deadline, and its log lines are redacted and kept with the run that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import os
+import sys
+import threading
+import time
+import urllib.parse
+import zoneinfo
+from collections.abc import Callable
+
+from tcsync.log import Log
+from tcsync.readings import iso
+from tcsync.settings import Settings
+from tcsync.store import SHARED_STATE_SECS, Store, StoreError, run_json
+
+
+@dataclasses.dataclass(eq=False)
+class Run:
+    """One sync or check: what /runs shows, plus the captured tconnectsync log."""
+
+    id: int | None  # None when the database could not record it
+    trigger: str
+    started_at: float
+    finished_at: float | None = None
+    outcome: str = "running"
+    uploaded: int = 0
+    last_event_seq: int | None = None
+    error: str | None = None
+    log: list[str] = dataclasses.field(default_factory=list)
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    release: Callable[[], None] = lambda: None  # frees the cross-process sync lock
+
+    def as_json(self) -> dict:
+        return run_json(self.id, self.trigger, self.started_at, self.finished_at, self.outcome,
+                        self.uploaded, self.last_event_seq, self.error)
+
+
+class _Captures:
+    """Routes tconnectsync's log records and prints to the run that caused them, by thread."""
+
+    def __init__(self, log: Log):
+        self.log = log
+        self.by_thread: dict[int, list[str]] = {}
+
+    def add(self, thread_id: int | None, text: str) -> bool:
+        """Keep already redacted text for the run on that thread; False if no run is listening there."""
+        lines = self.by_thread.get(thread_id)
+        if lines is not None and len(lines) < 5000:
+            lines.append(text)
+        return lines is not None
+
+
+class _TconnectsyncLogHandler(logging.Handler):
+    """tconnectsync's INFO lines: redacted, to our stdout, and into the running run's log."""
+
+    def __init__(self, log: Log, captures: _Captures):
+        super().__init__(logging.INFO)
+        self.log, self.captures = log, captures
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.log.redact(f"{record.levelname} {record.name}: {record.getMessage()}")
+        self.captures.add(record.thread, text + "\n")
+        self.log.write_redacted(text)
+
+
+class _ThreadStdout:
+    """Stands in for sys.stdout during a check: the check thread's prints are captured, others pass."""
+
+    def __init__(self, real, captures: _Captures):
+        self.real, self.captures = real, captures
+
+    def write(self, text: str) -> int:
+        if not self.captures.add(threading.get_ident(), self.captures.log.redact(text)):
+            self.real.write(text)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+_io_deadline = threading.local()  # .at: monotonic time by which this thread's HTTP calls must end
+
+
+def _bound_requests_io(requests) -> None:
+    """Give every HTTP call made by a sync thread the time left before the run's deadline.
+
+    requests has no default timeout and tconnectsync passes none; all its calls (plain
+    requests.get, Sessions, OAuth sessions) end in HTTPAdapter.send, so the bound goes there,
+    and only for threads that set a deadline.
+    """
+    original = requests.adapters.HTTPAdapter.send
+    if getattr(original, "bounded_by_tcsync", False):
+        return
+
+    def send(self, request, **kwargs):
+        deadline = getattr(_io_deadline, "at", None)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise requests.exceptions.Timeout("the sync's time ran out", request=request)
+            kwargs["timeout"] = left
+        return original(self, request, **kwargs)
+
+    send.bounded_by_tcsync = True
+    requests.adapters.HTTPAdapter.send = send
+
+
+BUSY = "a sync is already running"
+CREDENTIALS_REFUSED = "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD"
+CREDENTIALS_PAUSE_SECS = 6 * 3600  # every login attempt counts toward Tandem's account lockout
+
+
+def host_of(url: str) -> str:
+    """host[:port] of a URL, without the user:password@ it may carry."""
+    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+
+
+class Syncer:
+    """Runs syncs and checks one at a time, in background threads, recording each as a Run."""
+
+    def __init__(self, settings: Settings, store: Store, log: Log, clock: Callable[[], float] = time.time):
+        self.settings, self.store, self.log, self.clock = settings, store, log, clock
+        self._lock = threading.Lock()  # guards current: at most one run at a time, whoever asks
+        self.current: Run | None = None
+        self.closed = False
+        self.started_at = clock()
+        self.consecutive_failures = 0
+        self.paused_until: float | None = None  # timed syncs wait after Tandem refused the credentials
+        release = store.try_sync_lock()
+        if release:  # nobody syncs: a run still marked running was left by a process that died
+            try:
+                store.interrupt_running(self.started_at)
+            finally:
+                release()
+        self.last_success_at = store.last_success_at()
+        self.last_run: dict | None = store.last_run()
+        self._refreshed_at = time.monotonic()
+        self._captures = _Captures(log)
+        self._tc = None  # the tconnectsync namespace, once imported
+        self._clients = None  # (TConnectApi, NightscoutApi), created once
+
+    # starting and waiting
+    def start(self, trigger: str, kind: str = "sync", days: int = 1, pretend: bool = False,
+              features: tuple[str, ...] | None = None) -> tuple[Run | None, str | None]:
+        """Start a run in the background: (new run, None); (running run, BUSY), its run None if another
+        process runs it; or (None, why not)."""
+        with self._lock:
+            if self.closed:
+                return None, "the service is shutting down"
+            if self.settings.missing:
+                return None, "missing settings: " + ", ".join(self.settings.missing)
+            if self.current:
+                return self.current, BUSY
+            now = self.clock()
+            if trigger == "timer" and self.paused_until and now < self.paused_until:
+                return None, f"paused until {iso(self.paused_until)}: {CREDENTIALS_REFUSED}"
+            release = self._take_sync_lock()
+            if release is None:
+                return None, BUSY
+            try:
+                run_id = self.store.start_run(trigger, now)
+            except StoreError as e:  # a failing database must not stop syncs: run unrecorded
+                self.log("error", event="store.failed", error=str(e)[:200])
+                run_id = None
+            run = Run(run_id, trigger, now, release=release)
+            self.current = run
+        work = self._check if kind == "check" else self._sync
+        args = (run, days) if kind == "check" else (run, days, pretend, features or self.settings.features)
+        threading.Thread(target=self._execute, args=(run, work, args), name=f"run-{run.id}", daemon=True).start()
+        return run, None
+
+    def refresh(self) -> None:
+        """Take in the runs other processes recorded (another dyno, a cron sync), at most every few seconds."""
+        now = time.monotonic()
+        if now < self._refreshed_at + SHARED_STATE_SECS:
+            return
+        self._refreshed_at = now
+        try:
+            last_ok, last_run = self.store.last_success_at(), self.store.last_run()
+        except StoreError:
+            return  # what this process knows stays
+        if last_ok is not None and last_ok > (self.last_success_at or 0):
+            self.last_success_at = last_ok
+        if last_run and (self.last_run is None or last_run["started_at"] >= self.last_run["started_at"]):
+            self.last_run = last_run
+
+    def _take_sync_lock(self) -> Callable[[], None] | None:
+        """The lock every process syncing into this store shares: its release, or None if another holds it."""
+        try:
+            return self.store.try_sync_lock()
+        except StoreError as e:  # a failing database must not stop syncs: run without it
+            self.log("error", event="store.failed", error=str(e)[:200])
+            return lambda: None
+
+    def _execute(self, run: Run, work: Callable, args: tuple) -> None:
+        thread_id = threading.get_ident()
+        self._captures.by_thread[thread_id] = run.log
+        _io_deadline.at = time.monotonic() + self.settings.sync_timeout_secs
+        t0 = time.perf_counter()
+        try:
+            work(*args)
+            run.outcome = run.outcome if run.outcome != "running" else "ok"
+        except BaseException as e:  # a run ends as failed, whatever tconnectsync raised
+            run.outcome, run.error = "failed", self.describe(e)
+            if run.error == CREDENTIALS_REFUSED:
+                self.paused_until = self.clock() + CREDENTIALS_PAUSE_SECS
+                self.log("warn", event="timer.paused", until=iso(self.paused_until), reason=run.error)
+        finally:
+            _io_deadline.at = None
+            self._captures.by_thread.pop(thread_id, None)
+            run.finished_at = self.clock()
+            self.consecutive_failures = 0 if run.outcome == "ok" else self.consecutive_failures + 1
+            if run.outcome == "ok" and run.trigger != "check":
+                self.last_success_at, self.paused_until = run.finished_at, None
+            self.last_run = run.as_json()
+            try:
+                if run.id is not None:
+                    self.store.finish_run(run)
+            except StoreError as e:
+                self.log("error", event="store.failed", run_id=run.id, error=str(e)[:200])
+            run.release()  # after the row is written: the next process sees this run finished
+            with self._lock:
+                self.current = None
+            self.log(event="run.finished", run_id=run.id, trigger=run.trigger, outcome=run.outcome,
+                     uploaded=run.uploaded, ms=round((time.perf_counter() - t0) * 1000), error=run.error)
+            run.done.set()
+
+    # the work, in a run's thread
+    def _time_range(self, days: int) -> tuple[dt.datetime, dt.datetime]:
+        # Both ends, timezone-aware: tconnectsync mishandles one-sided or naive ranges.
+        end = dt.datetime.fromtimestamp(self.clock(), zoneinfo.ZoneInfo(self.settings.timezone_name))
+        return end - dt.timedelta(days=days), end
+
+    def _sync(self, run: Run, days: int, pretend: bool, features: tuple[str, ...]) -> None:
+        tc = self._tconnectsync()
+        tconnect, nightscout = self._get_clients()
+        start, end = self._time_range(days)
+        uploaded, last_seq = tc.run_oneshot(tconnect, nightscout, pretend, list(features), tc.secret,
+                                            time_start=start, time_end=end)
+        run.uploaded, run.last_event_seq = uploaded or 0, last_seq  # 0 uploaded is a success
+
+    def _check(self, run: Run, days: int) -> None:
+        tc = self._tconnectsync()
+        tconnect, _ = self._get_clients()
+        start, end = self._time_range(days)
+        real_stdout = sys.stdout
+        sys.stdout = _ThreadStdout(real_stdout, self._captures)
+        log_file = os.path.abspath("tconnectsync-check-output.log")
+        existed = os.path.exists(log_file)
+        try:
+            tc.check_login(tconnect, start, end)
+        except OSError:
+            pass  # it could not write its debug file; the verdict is already printed
+        finally:
+            sys.stdout = real_stdout
+            if not existed:  # keep its debug file (names, pump serials) out of the app's folder
+                try:
+                    os.remove(log_file)
+                except OSError:
+                    pass
+        output = "".join(run.log)
+        if "No API errors returned!" not in output:
+            run.outcome, run.error = "failed", "the login check found errors (see its output)"
+
+    def _tconnectsync(self):
+        """Import tconnectsync once, after our own checks, and bound its HTTP calls."""
+        if self._tc is None:
+            os.environ.setdefault("CACHE_CREDENTIALS", "false")
+            try:
+                import requests
+                from tconnectsync import secret
+                from tconnectsync.api import TConnectApi
+                from tconnectsync.check import check_login
+                from tconnectsync.nightscout import NightscoutApi
+                from tconnectsync.sync.tandemsource.heroku_helpers import run_oneshot
+            except SystemExit as e:
+                raise RuntimeError(f"tconnectsync refused its settings at import (exit {e.code})") from None
+            # check_login reads these from tconnectsync.secret; make them ours.
+            s = self.settings
+            secret.TCONNECT_EMAIL, secret.TCONNECT_PASSWORD = s.tconnect_email, s.tconnect_password
+            secret.NS_URL, secret.NS_SECRET = s.ns_url, s.ns_secret
+            _bound_requests_io(requests)
+            logger = logging.getLogger("tconnectsync")
+            logger.setLevel(logging.INFO)  # DEBUG would log tokens
+            logger.propagate = False
+            for old in [h for h in logger.handlers if isinstance(h, _TconnectsyncLogHandler)]:
+                logger.removeHandler(old)  # one service per process; in tests, the newest one
+            logger.addHandler(_TconnectsyncLogHandler(self.log, self._captures))
+            self._tc = argparse.Namespace(requests=requests, secret=secret, TConnectApi=TConnectApi,
+                                          NightscoutApi=NightscoutApi, check_login=check_login,
+                                          run_oneshot=run_oneshot)
+        return self._tc
+
+    def _get_clients(self):
+        # One pair for the life of the process: Tandem sees one login per token lifetime.
+        if self._clients is None:
+            s, tc = self.settings, self._tc
+            self._clients = (tc.TConnectApi(s.tconnect_email, s.tconnect_password, s.tconnect_region),
+                             tc.NightscoutApi(s.ns_url, s.ns_secret))
+        return self._clients
+
+    def describe(self, error: BaseException) -> str:
+        """One redacted line saying what failed and where."""
+        requests = self._tc.requests if self._tc else None
+        text = f"{type(error).__name__}: {error}"
+        if requests and isinstance(error, requests.RequestException) and error.request is not None:
+            host = host_of(error.request.url)
+            side = "Nightscout" if host == host_of(self.settings.ns_url) else "Tandem Source"
+            if isinstance(error, requests.Timeout):
+                text = (f"{side} ({host}) did not answer within the sync's time limit "
+                        f"(TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS={self.settings.sync_timeout_secs:g})")
+            else:
+                text = f"could not reach {side} ({host}): {type(error).__name__}"
+        elif getattr(error, "status_code", None) == 401 and "login" in str(error).lower():
+            text = CREDENTIALS_REFUSED
+        return self.log.redact(" ".join(text.split()))[:500]
+
+    # shutdown
+    def close(self, deadline: float) -> Run | None:
+        """Refuse new runs, wait for the current one until deadline (monotonic); return it if unfinished."""
+        with self._lock:
+            self.closed, run = True, self.current
+        if run and not run.done.wait(max(0.0, deadline - time.monotonic())):
+            if run.id is not None:
+                self.store.interrupt_running(self.clock(), run.id)
+            return run
+        return None
+
+
+MAX_BACKOFF_SECS = 3600
+
+
+class SyncTimer:
+    """Periodic syncs without pile-up; waits longer after consecutive failures."""
+
+    def __init__(self, syncer: Syncer, interval_secs: float, log: Log):
+        self.syncer, self.interval, self.log = syncer, interval_secs, log
+        self.next_at: float | None = None  # wall clock, for the status page
+        self._timer: threading.Timer | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._schedule(min(5.0, self.interval))
+
+    def _schedule(self, delay: float) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self.next_at = time.time() + delay
+            self._timer = threading.Timer(delay, self._tick)
+            self._timer.name, self._timer.daemon = "sync-timer", True
+            self._timer.start()
+
+    def _tick(self) -> None:
+        run, why_not = self.syncer.start("timer")
+        if not why_not:
+            run.done.wait()
+        elif not self._stopped:
+            self.log(event="timer.skipped", reason=why_not)
+        self._schedule(self.next_delay())
+
+    def next_delay(self) -> float:
+        """interval x 2^(failures-1) after consecutive failures, capped at an hour; longer while paused."""
+        failures, paused_until = self.syncer.consecutive_failures, self.syncer.paused_until
+        if paused_until:  # look again when the pause ends, or within the hour if a manual /run lifted it
+            return max(self.interval, min(MAX_BACKOFF_SECS, paused_until - self.syncer.clock()))
+        if not failures:
+            return self.interval
+        return max(self.interval, min(MAX_BACKOFF_SECS, self.interval * 2 ** min(failures - 1, 20)))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self.next_at = None
+            if self._timer:
+                self._timer.cancel()
