@@ -27,7 +27,7 @@ from tcsync.store import Store
 from tcsync.sync import Run
 
 CHROMIUM = os.environ.get("TCSYNC_TEST_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"  # the repository's artifacts/
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 800}}
 WITH_SECRET = "/?" + urllib.parse.urlencode({"secret": SERVICE_SECRET})
 
