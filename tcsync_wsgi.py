@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from tcsync import __version__
+from tcsync.alerts import AlertWatch
 from tcsync.log import Log, Redactor
 from tcsync.server import make_server
 from tcsync.settings import Settings, SettingsError, load_settings, parse_features
@@ -36,7 +37,8 @@ def create_app(settings: Settings, store: Store | None = None, syncer: Syncer | 
     sync_timer = None
     if timer and settings.interval_mins > 0 and not settings.missing:
         sync_timer = SyncTimer(syncer, settings.interval_mins * 60, log)
-    return App(settings, store, syncer, log, clock, sync_timer, verify_clock)
+    alerts = AlertWatch(settings, store, syncer, log, clock, timer_on=sync_timer is not None)
+    return App(settings, store, syncer, log, clock, sync_timer, verify_clock, alerts)
 
 
 def _cli_run(app: App, kind: str, args) -> int:
@@ -76,6 +78,7 @@ def serve(app: App) -> int:
         stopping_at.append(time.monotonic())
         if app.timer:
             app.timer.stop()
+        app.alerts.stop()
         app.syncer.closed = True
         raise SystemExit(0)  # waitress.run() catches it and stops its workers
 
@@ -88,6 +91,7 @@ def serve(app: App) -> int:
             missing=",".join(app.settings.missing) or None)
     if app.timer:
         app.timer.start()
+    app.alerts.start()
     server.run()
     unfinished = app.syncer.close(stopping_at[0] + SHUTDOWN_GRACE_SECS if stopping_at else time.monotonic())
     if unfinished:

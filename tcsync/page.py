@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tcsync import __version__
+from tcsync.alerts import Alert, range_of
 from tcsync.readings import NUMERIC_KINDS, is_number, iso
 from tcsync.store import SHARED_STATE_SECS, Store, StoreError
 from tcsync.sync import CREDENTIALS_REFUSED, Run
@@ -236,9 +237,9 @@ def chart_html(kind: str, unit: str | None, points: list[tuple[float, float]], n
 
 
 def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now: float, tz: dt.tzinfo,
-                band: tuple[float, float] | None) -> tuple[Markup, Markup | None]:
-    """A device's card (Store.sensors() item; series by kind from Store.series()) and, when its temperature is
-    outside the band now, the header's alert."""
+                band: tuple[float, float] | None, notes: Iterable[Markup] = ()) -> tuple[Markup, Markup | None]:
+    """A device's card (Store.sensors() item; series by kind from Store.series(); notes: its open alerts, a bad
+    range label) and, when its temperature is outside the band now, the header's alert."""
     readings, name = sensor["readings"], sensor["name"] or sensor["device"]
 
     def when(kind: str) -> Markup:
@@ -262,7 +263,8 @@ def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now:
         note = fill(PARTS["card_note"], range=band_text(band))
     charts = join(chart_html(kind, readings[kind]["unit"], thin(series[kind]), now, tz, band if kind == "temperature"
                              else None) for kind in NUMERIC_KINDS if series.get(kind))
-    card = fill(PARTS["card"], name=name, out=" out" if alert else "", note=note, readings=lines, charts=charts,
+    card = fill(PARTS["card"], name=name, out=" out" if alert else "", note=join([note, *notes]), readings=lines,
+                charts=charts,
                 device=fill(PARTS["device"], device=sensor["device"]) if sensor["name"] else Markup(),
                 health=fill(PARTS["health"], text=", ".join(health)) if health else Markup())
     return card, alert or None
@@ -294,19 +296,25 @@ def card_order(sensor: dict, band: tuple[float, float] | None) -> tuple[bool, st
 
 
 def gather_page_data(store: Store, now: float, tz: dt.tzinfo, band: tuple[float, float] | None, with_sensors: bool,
-                     last_run: dict | None, current: Run | None) -> PageData:
-    """Read the last 24 h of runs and the sensors' readings, and draw the strip and up to MAX_CARDS cards."""
+                     last_run: dict | None, current: Run | None, open_alerts: Iterable[Alert] = ()) -> PageData:
+    """Read the last 24 h of runs and the sensors' readings, and draw the strip and up to MAX_CARDS cards, each
+    with its own range (range_of: its label, else DT_TEMPERATURE_RANGE for temperature sensors)."""
     t0 = time.perf_counter()
     try:
         runs = store.runs_since(now - DAY_SECS)
-        sensors = sorted(store.sensors(), key=lambda s: card_order(s, band)) if with_sensors else []
+        sensors = store.sensors() if with_sensors else []
+        ranges = {s["device"]: range_of(store.latest_labels(s["device"]), "humidity" in s["readings"], band)
+                  for s in sensors}
+        sensors.sort(key=lambda s: card_order(s, ranges[s["device"]][0]))
         series = [{kind: store.series(sensor["device"], kind, now - DAY_SECS)
                    for kind in NUMERIC_KINDS if kind in sensor["readings"]} for sensor in sensors[:MAX_CARDS]]
     except StoreError:
         unavailable = fill(PARTS["unavailable"])
         return PageData(time.monotonic(), PAGE_DATA_SECS, last_run, current, unavailable, Markup(), Markup(),
                         unavailable, Markup())
-    cards = [sensor_card(sensor, by_kind, now, tz, band) for sensor, by_kind in zip(sensors, series, strict=False)]
+    cards = [sensor_card(sensor, by_kind, now, tz, ranges[sensor["device"]][0],
+                         card_notes(sensor["device"], ranges[sensor["device"]][1], open_alerts, now, tz))
+             for sensor, by_kind in zip(sensors, series, strict=False)]
     cards.sort(key=lambda card: card[1] is None)  # out of range now, by the readings: first
     if len(sensors) > MAX_CARDS:
         cards.append((fill(PARTS["more_sensors"], count=len(sensors) - MAX_CARDS), None))
@@ -314,6 +322,16 @@ def gather_page_data(store: Store, now: float, tz: dt.tzinfo, band: tuple[float,
                     strip_html(runs, now, tz), strip_summary(runs, now, tz, False), strip_summary(runs, now, tz, True),
                     join(card for card, _ in cards) if cards else fill(PARTS["no_sensors"]),
                     join(alert for _, alert in cards if alert))
+
+
+def card_notes(device: str, range_problem: str | None, open_alerts: Iterable[Alert], now: float,
+               tz: dt.tzinfo) -> list[Markup]:
+    """A card's notes: its open silence and battery alerts (out of range shows from the readings), a bad label."""
+    notes = [fill(PARTS["card_watch"], what=ALERT_WORDS[alert.kind], since=time_html(alert.since, now, tz))
+             for alert in open_alerts if alert.device == device and alert.kind in ("silent", "battery_low")]
+    if range_problem:
+        notes.append(fill(PARTS["card_label"], problem=range_problem))
+    return notes
 
 
 # -- the page
@@ -347,6 +365,8 @@ class PageView:
     has_timer: bool
     next_at: float | None  # the timer's next sync
     recent_runs: list[dict] | None  # the newest runs, with the secret only; None if the store failed
+    open_alerts: tuple[Alert, ...]  # the alert watch's, as it last judged
+    alert_history: list[tuple[Alert, str, str | None]] | None  # with the secret: 7 days, with their announcements
     drawn: PageData
     versions: str  # the libraries' versions, shown with the secret
 
@@ -382,6 +402,9 @@ def page_state(view: PageView) -> tuple[str, Markup]:
         return "stale", fill(SENTENCES["stale"], since=since, limit=f"{view.stale_mins:g}", why=why_failed(view))
     if (view.last_run or {}).get("outcome") == "failed":
         return "failing", why_failed(view)
+    if view.open_alerts:  # outranks ok: what is wrong with the fridge matters more than that syncs work
+        return "alert", join(fill(SENTENCES["alert"], name=alert.name or "Pump data", what=ALERT_WORDS[alert.kind],
+                                  since=time_html(alert.since, now, tz)) for alert in view.open_alerts)
     if view.last_ok is None:
         first = "first_timer" if view.has_timer else "first_no_timer"
         return "ok", fill(SENTENCES["idle"], first=fill(SENTENCES[first]))
@@ -425,6 +448,18 @@ def runs_html(view: PageView) -> Markup:
                 csv_note=SENTENCES["csv_bearer"].template if view.bearer else "")
 
 
+def alerts_html(view: PageView) -> Markup:
+    """The secret's list of the last 7 days' alerts: start, end, what, what Nightscout was told."""
+    if view.alert_history is None:
+        return Markup()
+    rows = join(fill(PARTS["alert_row"], what=f"{alert.name or 'Pump data'} {ALERT_WORDS[alert.kind]}",
+                     start=time_html(alert.started_at, view.now, view.tz),
+                     end=time_html(alert.ended_at, view.now, view.tz) if alert.ended_at else "open",
+                     told=start_fate + (f"; end {end_fate}" if end_fate else ""))
+                for alert, start_fate, end_fate in view.alert_history)
+    return fill(PARTS["alerts"], rows=rows) if view.alert_history else fill(PARTS["no_alerts"])
+
+
 def receiver_text(view: PageView) -> Markup:
     if view.events is None:
         return fill(SENTENCES["receiver_off"])
@@ -446,7 +481,8 @@ def render_status(view: PageView) -> str:
                 alerts=data.alerts, facts=facts_html(view), strip=data.strip,
                 summary=data.summary_with_errors if view.authorized else data.summary,
                 sensors=fill(PARTS["sensors"], cards=data.cards) if view.receiver_on else Markup(),
-                runs=runs_html(view), receiver=receiver_text(view), versions=versions, zone=view.zone,
+                runs=join([runs_html(view), alerts_html(view)]), receiver=receiver_text(view), versions=versions,
+                zone=view.zone,
                 wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup(),
                 sync_now=fill(PARTS["sync_now"], secret=view.secret, then="/" if view.bearer else "/?secret")
                 if view.authorized else Markup())
@@ -473,6 +509,8 @@ FAILURE_ADVICE = (  # a sync's error -> what to do, as the README's Troubleshoot
     ("503 response", "Nightscout is down or restarting; the next sync tries again, nothing needs restarting"),
     ("tconnectsync refused its settings", "The line just before it in the service's log says which setting"),
 )
+ALERT_WORDS = {"out_of_range": "out of range", "silent": "silent", "battery_low": "battery low",
+               "sync_failing": "not reaching Nightscout"}
 DATABASE_ADVICE = {
     "sqlite": "Stop the service, move the damaged file away, and start again: a new file is made.",
     "postgres": "The service reconnects by itself once the database answers again; no restart is needed.",
@@ -490,6 +528,7 @@ SENTENCES = {name: string.Template(text) for name, text in {
     "why_secret": "The last sync failed at $when; open this page with ?secret= to see why. The next sync tries again.",
     "why_quiet": "No sync ran lately: is the timer on, or is a monitor calling /run?",
     "ok": "Syncs work: the last one succeeded $when.",
+    "alert": "$name $what since $since. ",
     "no_syncs": "No syncs in the last 24 hours.",
     "idle": "Ready: no sync has run yet. $first",
     "first_timer": "The timer starts the first one in a few seconds.",

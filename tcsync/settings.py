@@ -51,6 +51,9 @@ class Settings:
     timezone_name: str = "America/New_York"
     dt_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     temperature_range: tuple[float, float] | None = None  # °C; the status page marks readings outside it
+    alert_after_mins: float = 15.0  # a temperature outside its range this long (by event times) is an alert
+    sensor_silent_mins: float = 60.0  # a device whose newest event is this old is silent
+    ns_alerts: bool = True  # alerts become Nightscout announcements
     missing: tuple[str, ...] = ()  # sync settings not given: syncs are refused, the web stays up
 
     def secret_values(self) -> list[str]:
@@ -125,6 +128,7 @@ def load_settings(env=None) -> Settings:
     ns_url = _ns_url(env, problems)
     database_url = _database_url(env, problems)
     temperature_range = _temperature_range(env, problems)
+    alert_after, silent_after, ns_alerts = _alerts(env, problems)
     for name in ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"):
         if 0 < len(env.get(name, "")) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log
             problems.append(f"{name} must be at least {MIN_SECRET_CHARS} characters (or unset)")
@@ -158,6 +162,9 @@ def load_settings(env=None) -> Settings:
         dt_secrets=tuple(s for s in (env.get("DT_SIGNATURE_SECRET", ""),
                                      env.get("DT_SIGNATURE_SECRET_PREVIOUS", "")) if s),
         temperature_range=temperature_range,
+        alert_after_mins=alert_after,
+        sensor_silent_mins=silent_after,
+        ns_alerts=ns_alerts,
         missing=tuple(name for name, value in values.items() if not value),
     )
 
@@ -233,3 +240,13 @@ def _temperature_range(env, problems: list[str]) -> tuple[float, float] | None:
         problems.append("DT_TEMPERATURE_RANGE must be two numbers of °C, the lower first, like 2..8, got "
                         f"{env['DT_TEMPERATURE_RANGE'].strip()[:40]!r}")
         return None
+
+
+def _alerts(env, problems: list[str]) -> tuple[float, float, bool]:
+    """(ALERT_AFTER_MINS, SENSOR_SILENT_MINS, NS_ALERTS is not off)."""
+    alert_after = _number(env, "ALERT_AFTER_MINS", 15.0, problems, positive=False)
+    silent_after = _number(env, "SENSOR_SILENT_MINS", 60.0, problems, positive=True)
+    ns_alerts = env.get("NS_ALERTS", "").strip().lower() or "on"
+    if ns_alerts not in ("on", "off"):
+        problems.append(f"NS_ALERTS must be on or off, got {ns_alerts[:40]!r}")
+    return alert_after, silent_after, ns_alerts != "off"

@@ -21,7 +21,7 @@ from typing import Any
 from tcsync.readings import SOURCES_OF_KIND, device_of, document_of, event_json, event_time_of, iso, readings_of
 from tcsync.settings import Settings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: alerts and announcements (tables only: nothing to fill)
 # The one schema; the column types that differ between SQLite and PostgreSQL, side by side.
 COLUMN_TYPES = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "time": "REAL", "bytes": "BLOB", "bigint": "INTEGER"},
@@ -51,6 +51,30 @@ CREATE TABLE IF NOT EXISTS events (
     device TEXT,
     event_time {time} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alerts (
+    identifier TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    device TEXT,
+    name TEXT,
+    since {time} NOT NULL,
+    started_at {time} NOT NULL,
+    value {time},
+    unit TEXT,
+    detail TEXT,
+    ended_at {time},
+    end_value {time}
+);
+CREATE TABLE IF NOT EXISTS announcements (
+    identifier TEXT PRIMARY KEY,
+    created_at {time} NOT NULL,
+    notes TEXT NOT NULL,
+    claimed_until {time},
+    sent_at {time},
+    dropped TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alerts_by_end ON alerts (ended_at);
+CREATE INDEX IF NOT EXISTS announcements_waiting ON announcements (sent_at, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_started_at ON runs (started_at);
 CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, event_id);
@@ -332,6 +356,15 @@ class Store:
                 if kind in self._connections:
                     self._connections.pop(kind).close()
 
+    # for parts that keep tables of their own here (alerts): one statement each, as above
+    def read(self, sql: str, args: tuple = ()) -> list:
+        """The rows of one statement on the reading connection."""
+        return self._query(sql, args)[0]
+
+    def write(self, sql: str, args: tuple = ()) -> tuple[list, int]:
+        """One statement through the writer, committed when it returns: (the rows it returned, rows changed)."""
+        return self._write(sql, args)
+
     # runs
     def start_run(self, trigger: str, started_at: float) -> int:
         """Record a run as running; returns its id. Keeps the newest KEEP_RUNS rows."""
@@ -449,6 +482,12 @@ class Store:
             event, _ = document_of(bytes(body))
             points += [(event_time, value) for k, value, _ in readings_of(event_type, event.get("data")) if k == kind]
         return points
+
+    def latest_labels(self, device: str) -> dict:
+        """The labels of the device's newest event (its name, its temperature_range)."""
+        rows, _ = self._query("SELECT body FROM events WHERE device = ? ORDER BY event_time DESC, event_id DESC"
+                              " LIMIT 1", (device,))
+        return document_of(bytes(rows[0][0]))[1] if rows else {}
 
     def event_summary(self, since: float) -> tuple[int, float | None]:
         """Events kept that were received since a time, and the newest receive time (cached a moment)."""

@@ -148,6 +148,7 @@ class Syncer:
         self._captures = _Captures(log)
         self._tc = None  # the tconnectsync namespace, once imported
         self._clients = None  # (TConnectApi, NightscoutApi), created once
+        self._clients_lock = threading.Lock()
 
     # starting and waiting
     def start(self, trigger: str, kind: str = "sync", days: int = 1, pretend: bool = False,
@@ -193,6 +194,16 @@ class Syncer:
             self.last_success_at = last_ok
         if last_run and (self.last_run is None or last_run["started_at"] >= self.last_run["started_at"]):
             self.last_run = last_run
+
+    def health(self, now: float, timer_on: bool) -> tuple[str, float | None, float]:
+        """("ok" | "stale" | "idle", last success, since when syncs have not worked): stale once no sync succeeded
+        for stale_mins while syncs are expected (a timer, or runs that happened). /healthz's 503, and an alert."""
+        last_ok = self.last_success_at
+        expected = timer_on or self.last_run is not None
+        since = last_ok if last_ok is not None else self.started_at
+        if expected and now - since > self.settings.stale_mins * 60:
+            return "stale", last_ok, since
+        return ("ok" if last_ok is not None else "idle"), last_ok, since
 
     def _take_sync_lock(self) -> Callable[[], None] | None:
         """The lock every process syncing into this store shares: its release, or None if another holds it."""
@@ -303,11 +314,23 @@ class Syncer:
 
     def _get_clients(self):
         # One pair for the life of the process: Tandem sees one login per token lifetime.
-        if self._clients is None:
-            s, tc = self.settings, self._tc
-            self._clients = (tc.TConnectApi(s.tconnect_email, s.tconnect_password, s.tconnect_region),
-                             tc.NightscoutApi(s.ns_url, s.ns_secret))
+        with self._clients_lock:  # the alert watch asks too, from its own thread
+            if self._clients is None:
+                s, tc = self.settings, self._tc
+                self._clients = (tc.TConnectApi(s.tconnect_email, s.tconnect_password, s.tconnect_region),
+                                 tc.NightscoutApi(s.ns_url, s.ns_secret))
         return self._clients
+
+    def upload_treatment(self, treatment: dict, timeout_secs: float = 20.0) -> None:
+        """POST one treatment to Nightscout through tconnectsync's client (the syncs' URL, secret and TLS handling),
+        within timeout_secs; raises what the client raises (its ApiException carries Nightscout's status)."""
+        self._tconnectsync()
+        _, nightscout = self._get_clients()
+        _io_deadline.at = time.monotonic() + timeout_secs
+        try:
+            nightscout.upload_entry(treatment, "treatments")
+        finally:
+            _io_deadline.at = None
 
     def describe(self, error: BaseException) -> str:
         """One redacted line saying what failed and where."""

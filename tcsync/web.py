@@ -16,12 +16,13 @@ from http import HTTPStatus
 from importlib import metadata
 from collections.abc import Callable, Iterator
 
+from tcsync.alerts import AlertWatch
 from tcsync.exports import (
     CSV_HEADER, EVENT_FILTERS, csv_line, csv_lines, cursor_param, encode_cursor, event_query, ndjson_line,
 )
 from tcsync.log import Log
 from tcsync.page import DAY_SECS, PAGE_DATA_SECS, PageData, PageView, gather_page_data, render_status
-from tcsync.readings import device_of, iso, readings_of
+from tcsync.readings import device_of, document_of, iso, readings_of
 from tcsync.receiver import Rejected, parse_event, secret_matches, verify_delivery
 from tcsync.request import (
     HTTPError, Request, Response, check_params, json_response, limit_param, sync_options, text_response,
@@ -34,6 +35,7 @@ STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HT
 MAX_DELIVERY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 4096
 # On every answer: nothing is cached, and no browser guesses a type other than the Content-Type we send.
+ALERT_HISTORY_SECS = 7 * 86400  # ended alerts listed with the secret (/alerts, the status page)
 COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
@@ -42,9 +44,10 @@ class App:
 
     def __init__(self, settings: Settings, store: Store, syncer: Syncer, log: Log,
                  clock: Callable[[], float] = time.time, timer: SyncTimer | None = None,
-                 verify_clock: Callable[[], float] | None = None):
+                 verify_clock: Callable[[], float] | None = None, alerts: AlertWatch | None = None):
         self.settings, self.store, self.syncer, self.log = settings, store, syncer, log
         self.clock, self.timer, self.verify_clock = clock, timer, verify_clock
+        self.alerts = alerts or AlertWatch(settings, store, syncer, log, clock, timer_on=timer is not None)
         self.versions = _versions()
         self.tz = zoneinfo.ZoneInfo(settings.timezone_name)
         self._deliveries = 0
@@ -54,6 +57,7 @@ class App:
         self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
             "/": {"GET": self.status_page, "HEAD": self.status_page, "POST": self.receive_delivery},
             "/healthz": {"GET": self.healthz, "HEAD": self.healthz},
+            "/alerts": {"GET": self.alerts_route, "HEAD": self.alerts_route},
             "/run": {"GET": self.run, "HEAD": self.run, "POST": self.run},
             "/update": {"GET": self.update, "POST": self.update},
             "/check_login": {"GET": self.check_login, "POST": self.check_login},
@@ -225,14 +229,9 @@ class App:
     # public routes
     def health(self) -> tuple[str, float | None]:
         """("ok" | "stale" | "idle", last success time), whichever process synced."""
-        syncer, now = self.syncer, self.clock()
-        syncer.refresh()
-        last_ok = syncer.last_success_at
-        expected = self.timer is not None or syncer.last_run is not None
-        since = last_ok if last_ok is not None else syncer.started_at
-        if expected and now - since > self.settings.stale_mins * 60:
-            return "stale", last_ok
-        return ("ok" if last_ok is not None else "idle"), last_ok
+        self.syncer.refresh()
+        status, last_ok, _ = self.syncer.health(self.clock(), self.timer is not None)
+        return status, last_ok
 
     def healthz(self, request: Request) -> Response:
         """Public: whether syncs work. The last run's error (hosts, upstream answers) only with the secret."""
@@ -252,7 +251,7 @@ class App:
             body = render_status(self.page_view(request, now, health, events, authorized, wrong)).encode()
         else:  # the hot path (monitors, people): the same page while nothing it shows has changed, for a moment
             key = (health, events, self.syncer.current, self.syncer.last_run, self.syncer.paused_until,
-                   self.timer and self.timer.next_at, self.store.failure)
+                   self.timer and self.timer.next_at, self.store.failure, tuple(self.alerts.open_alerts()))
             cached = self._public_page
             if cached is None or cached[1] != key or time.monotonic() - cached[0] >= PAGE_DATA_SECS:
                 body = render_status(self.page_view(request, now, health, events, False, False)).encode()
@@ -266,10 +265,11 @@ class App:
         syncer, timer, store_failure = self.syncer, self.timer, self.store.failure
         last_run, current, paused_until = syncer.last_run, syncer.current, syncer.paused_until
         drawn = self.page_data(now)
-        recent_runs = None
+        recent_runs = alert_history = None
         if authorized:
             try:
                 recent_runs = self.store.runs(20)
+                alert_history = self.alerts.book.recent(now - ALERT_HISTORY_SECS)
             except StoreError:
                 pass  # the page says the runs are not shown while the database fails
         s = self.settings
@@ -280,7 +280,8 @@ class App:
             events=events, store_failure=store_failure, store_where=self.store.path, store_dialect=self.store.dialect,
             last_run=last_run, current=current, paused_until=paused_until, started_at=syncer.started_at,
             has_timer=timer is not None, next_at=timer.next_at if timer else None, recent_runs=recent_runs,
-            drawn=drawn, versions=self.versions)
+            open_alerts=tuple(self.alerts.open_alerts()), alert_history=alert_history, drawn=drawn,
+            versions=self.versions)
 
     @staticmethod
     def _secret_in_address(request: Request) -> bool:
@@ -310,7 +311,7 @@ class App:
             try:
                 data = self._page_data = gather_page_data(
                     self.store, now, self.tz, self.settings.temperature_range, bool(self.settings.dt_secrets),
-                    self.syncer.last_run, self.syncer.current)
+                    self.syncer.last_run, self.syncer.current, self.alerts.open_alerts())
             finally:
                 self._page_data_lock.release()
         return data
@@ -343,12 +344,32 @@ class App:
                 self.log("error", event="events.prune_failed", error=str(e)[:200])
         response = json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
         readings = readings_of(event["eventType"], event.get("data"))
+        self._judge_delivery(event, readings, body)
         response.log_fields = " " + self.log.fields(
             delivery=event["eventId"], type=event["eventType"], target=event.get("targetName"),
             device=device_of(event.get("targetName")), duplicate=duplicate,
             reading=",".join(str(value) for _, value, _ in readings) or None,
             unit=",".join(unit or "" for _, _, unit in readings) if any(u for _, _, u in readings) else None)
         return response
+
+
+    def _judge_delivery(self, event: dict, readings: list, body: bytes) -> None:
+        """Let the alerts judge the delivery's device; it is stored already, so a failing check is only logged."""
+        labels = document_of(body)[1] if any(kind == "temperature" for kind, _, _ in readings) else {}
+        try:
+            self.alerts.after_delivery(device_of(event.get("targetName")), labels, readings, event["eventType"])
+        except StoreError as e:
+            self.log("error", event="alert.check_failed", error=str(e)[:200])
+
+    def alerts_route(self, request: Request) -> Response:
+        """Public, for a monitor: 200 while nothing is wrong, 503 while an alert is open; with the secret, also
+        those that ended in the last 7 days."""
+        check_params(request.params(), ())
+        document: dict = {"alerts": [alert.as_json() for alert in self.alerts.open_alerts()]}
+        if self._is_authorized(request):
+            recent = self.alerts.book.recent(self.clock() - ALERT_HISTORY_SECS)
+            document["ended"] = [alert.as_json() for alert, _, _ in recent if alert.ended_at is not None]
+        return json_response(503 if document["alerts"] else 200, document)
 
 
 def _versions() -> str:

@@ -246,9 +246,11 @@ def test_a_sensor_out_of_range_and_markup_in_names_and_errors(make_app, tmp_path
                 "temperature", {"temperature": {"value": 4.2}}, now - 300, "odd-1")
         for tab in tabs:
             page = tab.open(address, WITH_SECRET)
-            assert page.text_content("#state") == "ok"
-            alert = page.text_content("header .alert")
             since = clock_text(outside[0][0], time.time(), app.tz)
+            # out for 50 minutes, past ALERT_AFTER_MINS (15): an alert, which outranks the working syncs' ok
+            assert page.text_content("#state") == "alert"
+            assert page.text_content(".sentence").startswith(f"Fridge out of range since {since} (")
+            alert = page.text_content("header .alert")
             assert alert.startswith(f"out of range Fridge is outside 2\N{EN DASH}8 °C since {since} (")
             assert alert.endswith(f": {outside[-1][1]:.1f} °C now.")
             fridge = page.locator(".card", has_text="Fridge").first

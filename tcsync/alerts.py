@@ -1,0 +1,440 @@
+"""Alerts: a fridge out of range, a silent sensor, a low battery or failing syncs, told where caregivers look.
+
+Each condition is judged from what the store holds, by the events' own times in event-time order: the newest
+readings decide, so a late redelivery of an old reading neither opens nor closes what newer readings contradict.
+An alert is a row with a start and an end; each start and end queues one Nightscout announcement (a treatment with
+eventType Announcement and isAnnouncement, which Nightscout pushes through its Pushover setting) in the store's
+outbox, sent by the watch's thread once, with the same identifier and created_at on every try: Nightscout upserts
+on identifier, so a re-send after a lost answer shows once. Identifiers come from what the alert is (kind, device,
+when it began), so two processes on one database open, close and announce each alert once between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import threading
+import time
+import zoneinfo
+from collections.abc import Callable
+
+from tcsync.log import Log
+from tcsync.readings import iso
+from tcsync.settings import Settings, parse_range
+from tcsync.store import Store, StoreError
+from tcsync.sync import Syncer
+
+KINDS = ("out_of_range", "silent", "battery_low", "sync_failing")
+BATTERY_LOW = 10  # % at or below which a sensor's battery is an alert
+BATTERY_OK = 20  # % at or above which it ends (between the two nothing changes: no flapping)
+LOOK_BACK_SECS = 2 * 86400  # readings judged when no alert is open: the last two days
+FUTURE_SKEW_SECS = 300  # an event timed up to this far ahead counts (a sensor's clock a little fast)
+ENTERED_BY = "tcsync_wsgi"
+ALERT_COLUMNS = "identifier, kind, device, name, since, started_at, value, unit, detail, ended_at, end_value"
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    """One alert: what, which device, since when (the condition's first moment), when it became an alert."""
+
+    identifier: str
+    kind: str
+    device: str | None
+    name: str | None  # the device's name label, else its id; None for syncs
+    since: float
+    started_at: float
+    value: float | None = None
+    unit: str | None = None
+    detail: str = ""  # out_of_range: "above 8 °C"; sync_failing: the last error
+    ended_at: float | None = None
+    end_value: float | None = None
+
+    def as_json(self) -> dict:
+        """As /alerts lists it."""
+        shown = {"kind": self.kind, "device": self.device, "name": self.name, "since": iso(self.since),
+                 "started_at": iso(self.started_at), "detail": self.detail or None}
+        if self.value is not None:
+            shown.update(value=self.value, unit=self.unit)
+        if self.ended_at is not None:
+            shown.update(ended_at=iso(self.ended_at), end_value=self.end_value)
+        return shown
+
+
+def identifier_of(kind: str, device: str | None, since: float | None) -> str:
+    """The same for the same alert in every process: what it is and when it began."""
+    key = json.dumps([kind, device, None if since is None else round(since * 1000)])
+    return "tcsync-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+# -- judging readings: points are (event time, value), oldest first
+
+def trailing(points: list[tuple[float, float]], bad: Callable[[float], bool]) -> list[tuple[float, float]]:
+    """The newest points that are all bad, oldest first ([] if the newest is fine)."""
+    start = len(points)
+    while start and bad(points[start - 1][1]):
+        start -= 1
+    return points[start:]
+
+
+def onset(points: list[tuple[float, float]], bad: Callable[[float], bool],
+          delay_secs: float) -> tuple[float, float, float] | None:
+    """(since, started_at, newest value) when the newest points have been bad for delay_secs by their own times:
+    since is the first bad point of the run, started_at the point at which the run became delay_secs long."""
+    run = trailing(points, bad)
+    if not run:
+        return None
+    since = run[0][0]
+    started_at = next((at for at, _ in run if at - since >= delay_secs), None)
+    return None if started_at is None else (since, started_at, run[-1][1])
+
+
+def recovery(points: list[tuple[float, float]], still_bad: Callable[[float], bool],
+             since: float) -> tuple[float, float] | None:
+    """The first point after the last still-bad one since the alert began, if the newest point is fine; else None."""
+    after = [point for point in points if point[0] >= since]
+    if not after or still_bad(after[-1][1]):
+        return None
+    last_bad = max((at for at, value in after if still_bad(value)), default=-math.inf)
+    return next(point for point in after if point[0] > last_bad)
+
+
+def outside(band: tuple[float, float]) -> Callable[[float], bool]:
+    return lambda value: not band[0] <= value <= band[1]
+
+
+def range_of(labels: dict, is_humidity_sensor: bool, default: tuple[float, float] | None
+             ) -> tuple[tuple[float, float] | None, str | None]:
+    """(the device's temperature range, a problem with its label): its temperature_range label wins;
+    DT_TEMPERATURE_RANGE applies to temperature sensors only (a humidity sensor's room is no fridge)."""
+    label = labels.get("temperature_range")
+    if label is not None:
+        try:
+            return parse_range(str(label)), None
+        except ValueError:
+            return (None if is_humidity_sensor else default), f"temperature_range {str(label)[:40]!r} is not LOW..HIGH"
+    return (None if is_humidity_sensor else default), None
+
+
+# -- the words, in the pump's time zone
+
+def clock(ts: float, tz: dt.tzinfo, day_of: float | None = None) -> str:
+    """'14:05', or 'Nov 20 14:05' when it is not the day of day_of; never raises."""
+    try:
+        local = dt.datetime.fromtimestamp(ts, tz)
+        if day_of is not None and local.date() != dt.datetime.fromtimestamp(day_of, tz).date():
+            return f"{local:%b} {local.day} {local:%H:%M}"
+        return f"{local:%H:%M}"
+    except (OverflowError, OSError, ValueError):
+        return "an unknown time"
+
+
+def duration(seconds: float) -> str:
+    """'1 h 5 min', '25 min', '2 days 3 h'."""
+    minutes = max(0, round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
+    return f"{minutes // 1440} days" + (f" {minutes % 1440 // 60} h" if minutes % 1440 // 60 else "")
+
+
+def degrees(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f} °C"
+
+
+def start_notes(alert: Alert, tz: dt.tzinfo) -> str:
+    when = clock(alert.since, tz, alert.started_at)
+    if alert.kind == "out_of_range":
+        return f"{alert.name} {degrees(alert.value)}: {alert.detail} since {when}"
+    if alert.kind == "silent":
+        return f"{alert.name} has sent nothing since {when}"
+    if alert.kind == "battery_low":
+        return f"{alert.name} battery low: {alert.value:g} % at {clock(alert.started_at, tz)}"
+    reason = f": {alert.detail}" if alert.detail else ""
+    return f"Pump data has not reached Nightscout since {when}{reason}"
+
+
+def end_notes(alert: Alert, tz: dt.tzinfo) -> str:
+    ended_at = alert.ended_at or alert.started_at
+    when, lasted = clock(ended_at, tz), duration(ended_at - alert.since)
+    if alert.kind == "out_of_range":
+        return f"{alert.name} back in range: {degrees(alert.end_value)} at {when}, out of range for {lasted}"
+    if alert.kind == "silent":
+        return f"{alert.name} reports again at {when}, after {lasted} without a word"
+    if alert.kind == "battery_low":
+        return f"{alert.name} battery back to {alert.end_value:g} % at {when}"
+    return f"Pump data reaches Nightscout again: a sync succeeded at {when}, {lasted} after the last one"
+
+
+# -- the rows: alerts and the outbox of announcements, in the store's tables
+
+def _alert(row) -> Alert:
+    return Alert(*row[:11])
+
+
+class AlertBook:
+    """The alert rows and the announcements waiting for Nightscout, through the store (both backends)."""
+
+    CLAIM_SECS = 120  # a sender has this long to send what it claimed before another process may
+    KEEP_SECS = 30 * 86400
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def open_alerts(self) -> list[Alert]:
+        rows = self.store.read(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE ended_at IS NULL ORDER BY started_at")
+        return [_alert(row) for row in rows]
+
+    def recent(self, since: float) -> list[tuple[Alert, str, str | None]]:
+        """Open alerts and those ended since a time, newest first, each with what became of its announcements."""
+        rows = self.store.read(
+            f"SELECT {', '.join('a.' + c for c in ALERT_COLUMNS.split(', '))},"
+            " s.sent_at, s.dropped, s.identifier, e.sent_at, e.dropped, e.identifier FROM alerts a"
+            " LEFT JOIN announcements s ON s.identifier = a.identifier || '-start'"
+            " LEFT JOIN announcements e ON e.identifier = a.identifier || '-end'"
+            " WHERE a.ended_at IS NULL OR a.ended_at >= ? ORDER BY a.started_at DESC LIMIT 100", (since,))
+        return [(_alert(row), _fate(*row[11:14]), _fate(*row[14:17]) if row[9] is not None else None)
+                for row in rows]
+
+    def open(self, alert: Alert, notes: str | None) -> bool:
+        """Record a new alert and queue its start's announcement (notes None: none); False if it was there."""
+        if notes is not None:  # first: a crash between the two leaves an announcement, never an unannounced alert
+            self._queue(alert.identifier + "-start", alert.started_at, notes)
+        rows, _ = self.store.write(
+            f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)"
+            " ON CONFLICT (identifier) DO NOTHING RETURNING identifier", dataclasses.astuple(alert)[:9])
+        return bool(rows)
+
+    def close(self, alert: Alert, notes: str | None) -> bool:
+        """Record an alert's end and queue its announcement; False if it had ended already."""
+        if notes is not None:
+            self._queue(alert.identifier + "-end", alert.ended_at, notes)
+        _, changed = self.store.write("UPDATE alerts SET ended_at = ?, end_value = ? WHERE identifier = ?"
+                                      " AND ended_at IS NULL", (alert.ended_at, alert.end_value, alert.identifier))
+        return changed > 0
+
+    def _queue(self, identifier: str, created_at: float, notes: str) -> None:
+        self.store.write("INSERT INTO announcements (identifier, created_at, notes) VALUES (?, ?, ?)"
+                         " ON CONFLICT (identifier) DO NOTHING", (identifier, created_at, notes))
+
+    def claim(self, now: float, limit: int = 20) -> list[tuple[str, float, str]]:
+        """(identifier, created_at, notes) of announcements to send now, oldest first, claimed for CLAIM_SECS so
+        that no other process sends them meanwhile (the condition is checked again on the claimed row itself)."""
+        due = "sent_at IS NULL AND dropped IS NULL AND (claimed_until IS NULL OR claimed_until < ?)"
+        rows, _ = self.store.write(
+            f"UPDATE announcements SET claimed_until = ?, attempts = attempts + 1 WHERE identifier IN"
+            f" (SELECT identifier FROM announcements WHERE {due} ORDER BY created_at LIMIT ?) AND {due}"
+            " RETURNING identifier, created_at, notes", (now + self.CLAIM_SECS, now, limit, now))
+        return sorted(rows, key=lambda row: row[1])
+
+    def sent(self, identifier: str, now: float) -> None:
+        self.store.write("UPDATE announcements SET sent_at = ? WHERE identifier = ?", (now, identifier))
+
+    def retry_after(self, identifier: str, at: float) -> None:
+        self.store.write("UPDATE announcements SET claimed_until = ? WHERE identifier = ?", (at, identifier))
+
+    def drop(self, identifier: str, reason: str) -> None:
+        self.store.write("UPDATE announcements SET dropped = ? WHERE identifier = ?", (reason[:300], identifier))
+
+    def prune(self, now: float) -> None:
+        self.store.write("DELETE FROM alerts WHERE ended_at < ?", (now - self.KEEP_SECS,))
+        self.store.write("DELETE FROM announcements WHERE created_at < ?", (now - self.KEEP_SECS,))
+
+
+def _fate(sent_at: float | None, dropped: str | None, identifier: str | None) -> str:
+    """What became of one announcement, in words for the page."""
+    if identifier is None:
+        return "not announced"
+    if sent_at is not None:
+        return "announced"
+    return f"refused by Nightscout: {dropped}" if dropped else "waiting for Nightscout"
+
+
+# -- the watch: judging, after each delivery and once a minute, and sending
+
+class AlertWatch:
+    """Keeps the alert rows true to the store's readings and runs, and sends their announcements."""
+
+    CHECK_SECS = 60  # the minute check: silences, failing syncs, and what other processes received
+    PRUNE_SECS = 3600
+
+    def __init__(self, settings: Settings, store: Store, syncer: Syncer, log: Log,
+                 clock: Callable[[], float] = time.time, timer_on: bool = False):
+        self.settings, self.store, self.syncer, self.log, self.clock = settings, store, syncer, log, clock
+        self.timer_on = timer_on  # syncs are expected (the sync timer runs): their failing is an alert
+        self.book = AlertBook(store)
+        self.tz = zoneinfo.ZoneInfo(settings.timezone_name)
+        self.announces = bool(settings.ns_alerts and settings.ns_url and settings.ns_secret)
+        self._open: dict[tuple[str, str | None], Alert] = {}  # by (kind, device), as this process last read it
+        self._judging = threading.Lock()  # one judge at a time in this process
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pruned_at = 0.0
+        try:
+            self._reload()
+        except StoreError:
+            pass  # the minute check reads them again
+
+    def open_alerts(self) -> list[Alert]:
+        """The alerts open now, as this process last read or judged them (at most CHECK_SECS old)."""
+        return sorted(self._open.values(), key=lambda alert: alert.started_at)
+
+    def _reload(self) -> None:
+        self._open = {(alert.kind, alert.device): alert for alert in self.book.open_alerts()}
+
+    # judging
+    def after_delivery(self, device: str | None, labels: dict, readings: list[tuple[str, object, str | None]],
+                       event_type: str) -> None:
+        """Judge the delivery's device if this reading could change an alert: it is outside its range or low, or
+        an alert of the device is open. Most deliveries are fine readings of a fine device: they cost nothing."""
+        if device is None:
+            return
+        values = dict((kind, value) for kind, value, _ in readings)
+        band, _ = range_of(labels, event_type == "humidity", self.settings.temperature_range)
+        worth_it = any(key[1] == device for key in self._open) or (
+            band is not None and "temperature" in values and outside(band)(values["temperature"])) or (
+            "batteryStatus" in values and values["batteryStatus"] < BATTERY_OK)
+        if worth_it:
+            with self._judging:
+                self._judge_device(device, self.clock())
+            self._wake.set()
+
+    def check(self) -> None:
+        """Judge every device and the syncs, then send what waits (the minute check; tests call it directly)."""
+        with self._judging:
+            now = self.clock()
+            self._reload()
+            for sensor in self.store.sensors():
+                self._judge_device(sensor["device"], now, sensor)
+            self._judge_syncs(now)
+            if now - self._pruned_at > self.PRUNE_SECS:
+                self.book.prune(now)
+                self._pruned_at = now
+        self.send_pending()
+
+    def _judge_device(self, device: str, now: float, sensor: dict | None = None) -> None:
+        sensor = sensor or next((s for s in self.store.sensors() if s["device"] == device), None)
+        if sensor is None:
+            return
+        name = sensor["name"] or device
+        labels = self.store.latest_labels(device)
+        band, _ = range_of(labels, "humidity" in sensor["readings"], self.settings.temperature_range)
+        if band is not None:
+            self._judge_points("out_of_range", device, name, "temperature", now, outside(band), outside(band),
+                               self.settings.alert_after_mins * 60, band)
+        self._judge_points("battery_low", device, name, "batteryStatus", now, lambda v: v <= BATTERY_LOW,
+                           lambda v: v < BATTERY_OK, 0, None)
+        newest = sensor["last_event_at"]
+        self._judge_silence(device, name, dt.datetime.fromisoformat(newest).timestamp() if newest else None, now)
+
+    def _judge_points(self, kind: str, device: str, name: str, series_kind: str, now: float,
+                      bad: Callable[[float], bool], still_bad: Callable[[float], bool], delay_secs: float,
+                      band: tuple[float, float] | None) -> None:
+        current = self._open.get((kind, device))
+        since = current.since if current else now - LOOK_BACK_SECS
+        points = [p for p in self.store.series(device, series_kind, since) if p[0] <= now + FUTURE_SKEW_SECS]
+        if current is not None:
+            back = recovery(points, still_bad, current.since)
+            if back is not None:
+                self._close(dataclasses.replace(current, ended_at=back[0], end_value=back[1]))
+            return
+        found = onset(points, bad, delay_secs)
+        if found is None:
+            return
+        first, started_at, value = found
+        detail = "" if band is None else (f"above {band[1]:g} °C" if value > band[1] else f"below {band[0]:g} °C")
+        self._start(Alert(identifier_of(kind, device, first), kind, device, name, first, started_at, value,
+                          "°C" if band else "%", detail))
+
+    def _judge_silence(self, device: str, name: str, newest: float | None, now: float) -> None:
+        current = self._open.get(("silent", device))
+        if current is not None:
+            if newest is not None and newest > current.since:
+                self._close(dataclasses.replace(current, ended_at=newest))
+            return
+        silent_secs = self.settings.sensor_silent_mins * 60
+        if newest is not None and now - newest >= silent_secs:
+            self._start(Alert(identifier_of("silent", device, newest), "silent", device, name, newest,
+                              newest + silent_secs))
+
+    def _judge_syncs(self, now: float) -> None:
+        status, last_ok, since = self.syncer.health(now, self.timer_on)
+        current = self._open.get(("sync_failing", None))
+        if current is not None:
+            if last_ok is not None and last_ok > current.since:
+                self._close(dataclasses.replace(current, ended_at=last_ok))
+            return
+        if status == "stale":
+            error = (self.syncer.last_run or {}).get("error") or ""
+            # one identity across processes: the shared last success, not this process's start
+            self._start(Alert(identifier_of("sync_failing", None, last_ok), "sync_failing", None, None, since,
+                              since + self.settings.stale_mins * 60, detail=error[:200]))
+
+    def _start(self, alert: Alert) -> None:
+        if self.book.open(alert, start_notes(alert, self.tz) if self.announces else None):
+            self.log("warn", event="alert.started", kind=alert.kind, device=alert.device, since=iso(alert.since))
+        self._open[(alert.kind, alert.device)] = alert
+
+    def _close(self, alert: Alert) -> None:
+        if self.book.close(alert, end_notes(alert, self.tz) if self.announces else None):
+            self.log(event="alert.ended", kind=alert.kind, device=alert.device, ended_at=iso(alert.ended_at))
+        self._open.pop((alert.kind, alert.device), None)
+
+    # sending
+    def send_pending(self) -> int:
+        """Send the announcements that wait, through tconnectsync's Nightscout client; how many went out."""
+        if not self.announces:
+            return 0
+        sent = 0
+        for identifier, created_at, notes in self.book.claim(self.clock()):
+            treatment = {"eventType": "Announcement", "isAnnouncement": True, "notes": notes,
+                         "enteredBy": ENTERED_BY, "created_at": iso(created_at, "milliseconds"),
+                         "identifier": identifier}
+            try:
+                self.syncer.upload_treatment(treatment)
+            except Exception as e:  # whatever the client raised: keep it for later, or drop it if refused for good
+                self._failed(identifier, e)
+                continue
+            self.book.sent(identifier, self.clock())
+            self.log(event="alert.announced", identifier=identifier)
+            sent += 1
+        return sent
+
+    def _failed(self, identifier: str, error: Exception) -> None:
+        status, reason = getattr(error, "status_code", None), self.syncer.describe(error)
+        if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+            self.book.drop(identifier, reason)
+            self.log("error", event="alert.refused", identifier=identifier, error=reason)
+        else:  # Nightscout down or unreachable: the next minute's check tries again
+            self.log("warn", event="alert.not_sent", identifier=identifier, error=reason)
+            self.book.retry_after(identifier, self.clock() + self.CHECK_SECS / 2)
+
+    # the thread
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="alert-watch", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        next_check = 0.0
+        while not self._stopped.is_set():
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.CHECK_SECS
+                self._guarded(self.check)
+            else:  # woken by a delivery that queued an announcement: send it now, judge all at the minute
+                self._guarded(self.send_pending)
+            self._wake.wait(max(0.0, next_check - time.monotonic()))
+            self._wake.clear()
+
+    def _guarded(self, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except StoreError as e:  # the database is away: the next round tries again
+            self.log("error", event="alert.check_failed", error=str(e)[:200])
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
