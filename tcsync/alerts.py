@@ -166,7 +166,7 @@ def end_notes(alert: Alert, tz: dt.tzinfo) -> str:
         return f"{alert.name} reports again at {when}, after {lasted} without a word"
     if alert.kind == "battery_low":
         return f"{alert.name} battery back to {alert.end_value:g} % at {when}"
-    return f"Pump data reaches Nightscout again: a sync succeeded at {when}, {lasted} after the last one"
+    return f"Pump data reaches Nightscout again: a sync succeeded at {when}, after {lasted} without one"
 
 
 # -- the rows: alerts and the outbox of announcements, in the store's tables
@@ -226,9 +226,9 @@ class AlertBook:
         due = "sent_at IS NULL AND dropped IS NULL AND (claimed_until IS NULL OR claimed_until < ?)"
         rows, _ = self.store.write(
             f"UPDATE announcements SET claimed_until = ?, attempts = attempts + 1 WHERE identifier IN"
-            f" (SELECT identifier FROM announcements WHERE {due} ORDER BY created_at LIMIT ?) AND {due}"
+            f" (SELECT identifier FROM announcements WHERE {due} ORDER BY created_at, identifier LIMIT ?) AND {due}"
             " RETURNING identifier, created_at, notes", (now + self.CLAIM_SECS, now, limit, now))
-        return sorted(rows, key=lambda row: row[1])
+        return sorted(rows, key=lambda row: (row[1], row[0]))
 
     def sent(self, identifier: str, now: float) -> None:
         self.store.write("UPDATE announcements SET sent_at = ? WHERE identifier = ?", (now, identifier))
@@ -377,7 +377,9 @@ class AlertWatch:
     def _start(self, alert: Alert) -> None:
         if self.book.open(alert, start_notes(alert, self.tz) if self.announces else None):
             self.log("warn", event="alert.started", kind=alert.kind, device=alert.device, since=iso(alert.since))
-        self._open[(alert.kind, alert.device)] = alert
+            self._open[(alert.kind, alert.device)] = alert
+        else:  # another process recorded it first, and it may have ended since: read what is open
+            self._reload()
 
     def _close(self, alert: Alert) -> None:
         if self.book.close(alert, end_notes(alert, self.tz) if self.announces else None):

@@ -309,6 +309,7 @@ class FakeNightscout(_FakeServer):
     def __init__(self, api_secret: str = "ns-secret-value-1234"):
         self.api_secret = api_secret
         self.uploads = 0
+        self.posted: list[tuple[str, dict]] = []
         for name in self.COLLECTIONS:
             setattr(self, name, [])
         super().__init__()
@@ -326,7 +327,15 @@ class FakeNightscout(_FakeServer):
             docs = docs if isinstance(docs, list) else [docs]
             with self._lock:
                 self.uploads += 1
-                getattr(self, name).extend(docs)
+                stored = getattr(self, name)
+                self.posted += [(name, doc) for doc in docs]  # every document sent, re-sends included
+                for doc in docs:  # Nightscout upserts a treatment on its identifier (lib/server/treatments.js)
+                    same = [i for i, old in enumerate(stored) if doc.get("identifier") and
+                            old.get("identifier") == doc["identifier"]]
+                    if same:
+                        stored[same[0]] = doc
+                    else:
+                        stored.append(doc)
             return 200, [{**doc, "_id": uuid.uuid4().hex} for doc in docs], {}
         if method != "GET":
             return 404, {"error": "not found"}, {}

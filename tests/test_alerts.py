@@ -1,0 +1,276 @@
+"""Alerts through the real service: signed deliveries with their own event times, the fake Nightscout recording
+announcements, the fake Tandem failing; /alerts and the page. The clock is the app's, moved by hand."""
+
+import hashlib
+import json
+import time
+
+import jwt
+import pytest
+from conftest import DT_SECRET, bearer, call, request, served
+
+from tcsync.alerts import clock as clock_words
+from tcsync.alerts import duration, onset, recovery
+from tcsync.readings import iso
+
+QUIET = {"SENSOR_SILENT_MINS": "1440"}  # no silences in the tests about other alerts
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, 03:00 in New York (the tests' TIMEZONE_NAME)
+
+
+class Clock:
+    """The app's clock, moved by the test."""
+
+    def __init__(self, now: float = T0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def body_of(event_id, device, event_type, data, at, labels=None) -> bytes:
+    event = {"eventId": event_id, "targetName": f"projects/p/devices/{device}", "eventType": event_type,
+             "data": data, "timestamp": iso(at, "milliseconds")}
+    return json.dumps({"event": event, "labels": labels if labels is not None else {"name": "Insulin fridge"}}).encode()
+
+
+def sign(body: bytes) -> str:
+    now = time.time()
+    return jwt.encode({"checksum_sha256": hashlib.sha256(body).hexdigest(), "iat": int(now), "exp": int(now) + 3600},
+                      DT_SECRET, algorithm="HS256")
+
+
+def deliver(app, body: bytes) -> dict:
+    status, _, answer = call(app, "POST", "/", headers={"X-Dt-Signature": sign(body)}, body=body)
+    assert status == 200, answer
+    return json.loads(answer)
+
+
+def temperature(app, device, minute, value, labels=None, event_id=None):
+    """A temperature reading timed T0 + minute minutes."""
+    deliver(app, body_of(event_id or f"{device}-{minute}", device, "temperature", {"temperature": {"value": value}},
+                         T0 + minute * 60, labels))
+
+
+def announcements(nightscout) -> list[dict]:
+    return [doc for doc in nightscout.treatments if doc.get("eventType") == "Announcement"]
+
+
+def sent(nightscout) -> list[dict]:
+    """Every announcement POSTed, re-sends included."""
+    return [doc for name, doc in nightscout.posted if name == "treatments" and doc.get("eventType") == "Announcement"]
+
+
+def alerts_of(app, secret=False):
+    status, _, body = call(app, "GET", "/alerts", headers=bearer() if secret else {})
+    return status, json.loads(body)
+
+
+# -- the pure parts ---------------------------------------------------------------------------------------------
+
+def test_onset_counts_the_delay_by_the_readings_own_times():
+    out = lambda v: v > 8  # noqa: E731
+    assert onset([(0, 5), (60, 9), (600, 9.5)], out, 900) is None  # out for 9 minutes
+    assert onset([(0, 5), (60, 9), (600, 9.5), (960, 9.4)], out, 900) == (60, 960, 9.4)
+    assert onset([(0, 9), (60, 5)], out, 0) is None  # the newest is inside
+    assert onset([(0, 5), (60, 9)], out, 0) == (60, 60, 9)  # 0: at the first reading outside
+
+
+def test_recovery_is_the_first_reading_after_the_last_one_outside():
+    out = lambda v: v > 8  # noqa: E731
+    assert recovery([(60, 9), (120, 5), (180, 9)], out, 60) is None  # the newest is outside again
+    assert recovery([(60, 9), (120, 5), (180, 9), (240, 5), (300, 4)], out, 60) == (240, 5)
+    assert recovery([(0, 5), (60, 9)], out, 60) is None
+
+
+def test_durations_read_as_people_say_them():
+    assert [duration(s) for s in (0, 25 * 60, 3900, 3600, 49 * 3600)] == ["0 min", "25 min", "1 h 5 min", "1 h",
+                                                                         "2 days 1 h"]
+
+
+# -- the fridge, end to end -------------------------------------------------------------------------------------
+
+def test_a_warm_fridge_is_announced_once_when_it_starts_and_once_when_it_ends(make_app, nightscout):
+    clock = Clock(T0 + 7200)
+    app, log = make_app(clock=clock, DT_TEMPERATURE_RANGE="2..8", **QUIET)
+    for minute, value in ((0, 4.5), (5, 5.0), (10, 9.4), (20, 9.6)):  # out for 10 minutes: under the 15 of the delay
+        temperature(app, "fridge1", minute, value)
+    app.alerts.check()
+    assert (alerts_of(app), sent(nightscout)) == ((200, {"alerts": []}), [])
+    temperature(app, "fridge1", 25, 9.8)  # out for 15 minutes: an alert
+    assert app.alerts.send_pending() == 1
+    [start] = sent(nightscout)
+    assert start["notes"] == "Insulin fridge 9.8 °C: above 8 °C since 03:10"  # New York time
+    assert (start["eventType"], start["isAnnouncement"], start["enteredBy"]) == ("Announcement", True, "tcsync_wsgi")
+    assert start["created_at"] == "2027-01-15T08:25:00.000Z"  # when it became an alert: 15 minutes outside
+    assert start["identifier"].startswith("tcsync-") and start["identifier"].endswith("-start")
+    status, document = alerts_of(app)
+    assert status == 503 and [(a["kind"], a["device"], a["name"], a["since"], a["value"], a["unit"])
+                               for a in document["alerts"]] == [
+        ("out_of_range", "fridge1", "Insulin fridge", "2027-01-15T08:10:00Z", 9.8, "°C")]
+    temperature(app, "fridge1", 30, 9.9)  # still out: nothing new
+    app.alerts.check()
+    assert len(sent(nightscout)) == 1 and len(log.events("alert.started")) == 1
+
+    app.store.close()  # a restart mid-alert sends nothing new
+    app, _ = make_app(clock=clock, DT_TEMPERATURE_RANGE="2..8", **QUIET)
+    app.alerts.check()
+    assert len(sent(nightscout)) == 1 and alerts_of(app)[0] == 503
+    temperature(app, "fridge1", 75, 5.1)  # back inside at 04:15, out for 1 h 5 min
+    temperature(app, "fridge1", 80, 4.9)
+    app.alerts.check()
+    assert [doc["notes"] for doc in sent(nightscout)] == [
+        "Insulin fridge 9.8 °C: above 8 °C since 03:10",
+        "Insulin fridge back in range: 5.1 °C at 04:15, out of range for 1 h 5 min"]
+    assert sent(nightscout)[1]["created_at"] == "2027-01-15T09:15:00.000Z"
+    assert alerts_of(app) == (200, {"alerts": []})
+    assert len(announcements(nightscout)) == 2
+
+
+def test_a_late_old_reading_neither_opens_nor_closes_what_newer_readings_contradict(make_app, nightscout):
+    app, _ = make_app(clock=Clock(T0 + 7200), DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET)
+    temperature(app, "fridge1", 0, 5.0)
+    temperature(app, "fridge1", 30, 5.2)
+    temperature(app, "fridge1", 10, 12.0)  # late, and older than a reading inside: nothing opens
+    assert alerts_of(app)[0] == 200
+    temperature(app, "fridge1", 40, 11.0)  # now it is out
+    temperature(app, "fridge1", 60, 11.5)
+    temperature(app, "fridge1", 50, 4.0)  # late, inside, but older than the newest (out): nothing closes
+    app.alerts.check()
+    status, document = alerts_of(app)
+    assert status == 503 and document["alerts"][0]["since"] == "2027-01-15T08:40:00Z"
+    assert [doc["notes"] for doc in sent(nightscout)] == ["Insulin fridge 11.0 °C: above 8 °C since 03:40"]
+
+
+def test_each_device_is_judged_by_its_own_label_range_and_a_room_is_no_fridge(make_app, nightscout):
+    app, _ = make_app(clock=Clock(T0 + 3600), DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET)
+    freezer = {"name": "Freezer", "temperature_range": "-25..-15"}
+    temperature(app, "freezer1", 0, -18.0, freezer)  # inside its own range, far outside 2..8
+    temperature(app, "fridge1", 0, 4.0, {"name": "Fridge", "temperature_range": "2..8"})
+    room = {"name": "Living room"}
+    deliver(app, body_of("room-1", "room1", "humidity", {"humidity": {"temperature": 21.0, "relativeHumidity": 40}},
+                         T0, room))  # a humidity sensor: DT_TEMPERATURE_RANGE is not its range
+    deliver(app, body_of("odd-1", "odd1", "temperature", {"temperature": {"value": 30.0}}, T0,
+                         {"name": "Odd", "temperature_range": "warm"}))  # a bad label: ignored, the default applies
+    app.alerts.check()
+    assert [(a["device"], a["value"]) for a in alerts_of(app)[1]["alerts"]] == [("odd1", 30.0)]
+    temperature(app, "freezer1", 5, -12.0, freezer)
+    app.alerts.check()
+    assert sorted(a["device"] for a in alerts_of(app)[1]["alerts"]) == ["freezer1", "odd1"]
+    assert [doc["notes"] for doc in sent(nightscout)] == ["Odd 30.0 °C: above 8 °C since 03:00",
+                                                          "Freezer -12.0 °C: above -15 °C since 03:05"]
+    page = call(app)[2].decode()
+    assert "The label temperature_range &#x27;warm&#x27; is not LOW..HIGH: ignored." in page
+
+
+def test_a_silent_sensor_and_a_low_battery(make_app, nightscout):
+    clock = Clock(T0 + 30 * 60)
+    app, _ = make_app(clock=clock, SENSOR_SILENT_MINS="60")
+    temperature(app, "fridge1", 0, 5.0)
+    deliver(app, body_of("b-1", "fridge1", "batteryStatus", {"batteryStatus": {"percentage": 15}}, T0))
+    app.alerts.check()
+    assert alerts_of(app) == (200, {"alerts": []})
+    clock.now = T0 + 60 * 60  # an hour after its newest event: silent
+    app.alerts.check()
+    deliver(app, body_of("b-2", "fridge1", "batteryStatus", {"batteryStatus": {"percentage": 9}}, T0 + 3700))
+    deliver(app, body_of("b-3", "fridge1", "batteryStatus", {"batteryStatus": {"percentage": 15}}, T0 + 3800))
+    app.alerts.check()  # the battery reports again: the silence ended; 15 % is not yet back
+    assert [a["kind"] for a in alerts_of(app)[1]["alerts"]] == ["battery_low"]
+    deliver(app, body_of("b-4", "fridge1", "batteryStatus", {"batteryStatus": {"percentage": 96}}, T0 + 3900))
+    app.alerts.send_pending()
+    notes = [doc["notes"] for doc in sent(nightscout)]
+    assert notes[0] == "Insulin fridge has sent nothing since 03:00"
+    assert sorted(notes[1:3]) == ["Insulin fridge battery low: 9 % at 04:01",  # both at 04:01:40: either first
+                                  "Insulin fridge reports again at 04:01, after 1 h 2 min without a word"]
+    assert notes[3:] == ["Insulin fridge battery back to 96 % at 04:05"]
+    assert alerts_of(app) == (200, {"alerts": []})
+
+
+# -- syncs, Nightscout, settings --------------------------------------------------------------------------------
+
+def test_failing_syncs_are_announced_and_their_end_too(make_app, tandem, nightscout):
+    started = time.time()
+    clock = Clock(started)
+    app, _ = make_app(clock=clock, TCONNECTSYNC_HEROKU_STALE_MINS="30", **QUIET)
+    app.alerts.timer_on = True  # syncs are expected, as with the timer on
+    tandem.mode = "503"
+    assert call(app, "GET", "/update", headers=bearer())[0] == 502
+    clock.now += 31 * 60
+    app.alerts.check()
+    [start] = sent(nightscout)
+    since = clock_words(started, app.tz)
+    assert start["notes"] == (f"Pump data has not reached Nightscout since {since}: ApiException: Error sending POST"
+                              ' to login_api_url: {"error": "Service Unavailable"} (HTTP 503)')
+    tandem.mode = "ok"
+    assert call(app, "GET", "/update", headers=bearer())[0] == 200
+    app.alerts.check()
+    notes = [doc["notes"] for doc in sent(nightscout)]
+    assert len(notes) == 2 and notes[1].startswith("Pump data reaches Nightscout again: a sync succeeded at ")
+
+
+def test_nightscout_down_means_the_announcement_waits_and_goes_out_once_with_its_time(make_app, nightscout):
+    clock = Clock(T0 + 3600)
+    app, log = make_app(clock=clock, DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET)
+    nightscout.mode = "503"
+    temperature(app, "fridge1", 0, 11.0)
+    assert app.alerts.send_pending() == 0 and len(log.events("alert.not_sent")) == 1
+    nightscout.mode = "ok"
+    assert app.alerts.send_pending() == 0  # it waits half a minute before the next try
+    clock.now += 31
+    assert app.alerts.send_pending() == 1
+    assert app.alerts.send_pending() == 0
+    [doc] = sent(nightscout)
+    assert doc["created_at"] == "2027-01-15T08:00:00.000Z"  # its own time, not when it finally went
+
+
+def test_an_announcement_nightscout_refuses_is_dropped_and_never_retried(make_app, nightscout):
+    clock = Clock(T0 + 3600)
+    app, log = make_app(clock=clock, DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET)
+    nightscout.api_secret = "not-what-we-send-1234"  # Nightscout answers 401
+    temperature(app, "fridge1", 0, 11.0)
+    assert app.alerts.send_pending() == 0 and len(log.events("alert.refused")) == 1
+    nightscout.api_secret = "ns-secret-value-1234"
+    clock.now += 3600
+    assert app.alerts.send_pending() == 0 and sent(nightscout) == []
+    history = app.alerts.book.recent(0)
+    assert history[0][1].startswith("refused by Nightscout: ")
+
+
+def test_ns_alerts_off_sends_nothing_but_still_tells_the_page_and_the_monitor(make_app, nightscout):
+    app, _ = make_app(clock=Clock(T0 + 3600), DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", NS_ALERTS="off",
+                      **QUIET)
+    temperature(app, "fridge1", 0, 11.0)
+    app.alerts.check()
+    assert sent(nightscout) == [] and alerts_of(app)[0] == 503
+    page = call(app)[2].decode()
+    assert 'id="state">alert</span>' in page and "Insulin fridge out of range since" in page
+
+
+def test_alerts_over_waitress_get_and_head_and_the_secrets_week(make_app):
+    app, _ = make_app(clock=Clock(T0 + 3600), DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET)
+    with served(app) as address:
+        assert request(address, "GET", "/alerts")[::2] == (200, b'{"alerts": []}')
+        temperature(app, "fridge1", 0, 11.0)
+        status, headers, body = request(address, "HEAD", "/alerts")
+        assert (status, body, headers["Content-Length"]) == (503, b"", str(len(request(address, "GET", "/alerts")[2])))
+        temperature(app, "fridge1", 5, 5.0)
+        assert request(address, "GET", "/alerts")[::2] == (200, b'{"alerts": []}')
+        status, _, body = request(address, "GET", "/alerts", bearer())
+        [ended] = json.loads(body)["ended"]
+        assert (status, ended["kind"], ended["ended_at"], ended["end_value"]) == (
+            200, "out_of_range", "2027-01-15T08:05:00Z", 5.0)
+        page = request(address, "GET", "/", bearer())[2].decode()
+        assert "Alerts in the last 7 days" in page and "Insulin fridge out of range" in page
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_two_services_on_one_postgresql_database_announce_each_start_and_end_once(make_app, nightscout):
+    clock = Clock(T0 + 3600)
+    first, _ = make_app(clock=clock, DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="10", **QUIET)
+    second, _ = make_app(clock=clock, DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="10", **QUIET)
+    for minute, value in ((0, 5.0), (5, 9.0), (10, 9.2), (15, 9.5), (20, 4.0), (25, 4.1)):
+        temperature(first if minute % 2 else second, "fridge1", minute, value)  # the deliveries go either way
+        for app in (first, second):
+            app.alerts.check()
+    assert [doc["notes"] for doc in sent(nightscout)] == [
+        "Insulin fridge 9.5 °C: above 8 °C since 03:05",
+        "Insulin fridge back in range: 4.0 °C at 03:20, out of range for 15 min"]
