@@ -1,5 +1,6 @@
 """End to end: the service on real waitress, real tconnectsync, loopback fakes of Tandem and Nightscout."""
 
+import hashlib
 import json
 import os
 import signal
@@ -7,14 +8,18 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
+import jwt
 import pytest
 from conftest import (
-    FIXTURE_NOW, NS_SECRET, PASSWORD, ROOT, SERVICE_SECRET, TESTS, bearer, request, runs_of, served, service_env,
-    wait_for,
+    DT_SECRET, FIXTURE_NOW, NS_SECRET, PASSWORD, ROOT, SERVICE_SECRET, TESTS, bearer, request, runs_of, served,
+    service_env, wait_for,
 )
 
 from pg_server import free_port
+
+from tcsync.readings import iso
 
 
 def sha1(text):
@@ -278,3 +283,30 @@ def test_shutdown_marks_a_run_that_outlives_the_grace_interrupted(make_app, nigh
     assert app.syncer.start("run") == (None, "the service is shutting down")
     nightscout.close()  # let the stalled run end
     assert run.done.wait(5)
+
+
+def test_the_service_as_a_process_announces_a_warm_fridge_from_its_watch_thread(tandem, nightscout, tmp_path):
+    """The alert watch runs in serve(): a delivery outside the range wakes it, the announcement goes out at once."""
+    port = free_port()
+    env = service_env(tandem, nightscout, tmp_path / "db.sqlite3", LISTEN_HOST="127.0.0.1", LISTEN_PORT=str(port),
+                      DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0")
+    proc = start_service(tandem, env)
+    try:
+        address = ("127.0.0.1", port)
+        wait_for(lambda: _answers(address))
+        now = time.time()
+        body = json.dumps({"event": {"eventId": "warm-1", "targetName": "projects/p/devices/fridge1",
+                                     "eventType": "temperature", "data": {"temperature": {"value": 9.4}},
+                                     "timestamp": iso(now - 60, "milliseconds")},
+                           "labels": {"name": "Insulin fridge"}}).encode()
+        claims = {"checksum_sha256": hashlib.sha256(body).hexdigest(), "iat": int(now), "exp": int(now) + 3600}
+        token = jwt.encode(claims, DT_SECRET, algorithm="HS256")
+        assert request(address, "POST", "/", {"X-Dt-Signature": token}, body)[0] == 200
+        [announcement] = wait_for(lambda: [doc for doc in nightscout.treatments if doc["eventType"] == "Announcement"])
+        assert announcement["notes"].startswith("Insulin fridge 9.4 °C: above 8 °C since ")
+        assert request(address, "GET", "/alerts")[0] == 503
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=28)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "event=alert.announced" in out and "Traceback" not in err
