@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tcsync import __version__
-from tcsync.readings import NUMERIC_KINDS, is_number, iso
+from tcsync.readings import NUMERIC_KINDS, is_number, iso, local_time
 from tcsync.store import SHARED_STATE_SECS, Store, StoreError
 from tcsync.sync import CREDENTIALS_REFUSED, Run
 
@@ -75,19 +75,29 @@ def age_text(seconds: float) -> str:
     return f"{text} ago" if seconds >= 0 else f"in {text}"
 
 
-def clock_text(ts: float, now: float, tz: dt.tzinfo) -> str:
-    """'14:05', 'yesterday 23:10', 'Nov 20 14:05': the time in the pump's zone, with the day unless it is today."""
-    local = dt.datetime.fromtimestamp(ts, tz)
-    days = (dt.datetime.fromtimestamp(now, tz).date() - local.date()).days
+def clock_text(ts: float | None, now: float, tz: dt.tzinfo) -> str:
+    """'14:05', 'yesterday 23:10', 'Nov 20 14:05': the time in the pump's zone, with the day unless it is today;
+    UNKNOWN_TIME for a time no calendar can show."""
+    local, today = local_time(ts, tz), local_time(now, tz)
+    if local is None or today is None:
+        return UNKNOWN_TIME
+    days = (today.date() - local.date()).days
     day = {0: "", 1: "yesterday ", -1: "tomorrow "}.get(days, f"{MONTHS[local.month - 1]} {local.day} ")
     return f"{day}{local:%H:%M}"
 
 
-def time_html(ts: float, now: float, tz: dt.tzinfo) -> Markup:
-    """<time> saying '14:05 (4 min ago)', the full time on hover."""
-    local = dt.datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
-    return fill(PARTS["time"], iso=iso(ts), title=f"{local} ({tz})",
+def time_html(ts: float | None, now: float, tz: dt.tzinfo) -> Markup:
+    """<time> saying '14:05 (4 min ago)', the full time on hover; UNKNOWN_TIME for a time no calendar can show."""
+    local, utc = local_time(ts, tz), iso(ts)
+    if local is None or utc is None or ts is None:
+        return Markup(UNKNOWN_TIME)
+    return fill(PARTS["time"], iso=utc, title=f"{local.isoformat(timespec='seconds')} ({tz})",
                 text=f"{clock_text(ts, now, tz)} ({age_text(now - ts)})")
+
+
+def stamp(text: str | None) -> float | None:
+    """Unix seconds of an ISO time the store wrote (iso()), None for none."""
+    return dt.datetime.fromisoformat(text).timestamp() if text else None
 
 
 def axis_ticks(now: float, tz: dt.tzinfo) -> list[tuple[float, str]]:
@@ -96,8 +106,8 @@ def axis_ticks(now: float, tz: dt.tzinfo) -> list[tuple[float, str]]:
     first = math.ceil(start / 900) * 900  # quarter hours: every zone's offset is a multiple of 15 minutes
     ticks = []
     for ts in range(int(first), int(now), 900):
-        local = dt.datetime.fromtimestamp(ts, tz)
-        if local.minute == 0 and local.hour % 6 == 0:
+        local = local_time(ts, tz)
+        if local is not None and local.minute == 0 and local.hour % 6 == 0:
             ticks.append(((ts - start) / DAY_SECS, f"{local:%H:%M}"))
     return ticks
 
@@ -242,7 +252,7 @@ def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now:
     readings, name = sensor["readings"], sensor["name"] or sensor["device"]
 
     def when(kind: str) -> Markup:
-        return time_html(dt.datetime.fromisoformat(readings[kind]["at"]).timestamp(), now, tz)
+        return time_html(stamp(readings[kind]["at"]), now, tz)
 
     shown = [kind for kind in readings if kind not in ("batteryStatus", "networkStatus")]
     shown.sort(key=lambda kind: (*NUMERIC_KINDS, kind).index(kind))  # temperature first, then the others
@@ -356,7 +366,7 @@ def why_failed(view: PageView) -> Markup:
     last_run = view.last_run or {}
     if last_run.get("outcome") != "failed":
         return fill(SENTENCES["why_quiet"])
-    when = time_html(dt.datetime.fromisoformat(last_run["started_at"]).timestamp(), view.now, view.tz)
+    when = time_html(stamp(last_run["started_at"]), view.now, view.tz)
     if not view.authorized:
         return fill(SENTENCES["why_secret"], when=when)
     error = last_run.get("error") or ""
@@ -418,7 +428,7 @@ def runs_html(view: PageView) -> Markup:
     if view.recent_runs is None:
         return fill(PARTS["unavailable"])
     rows = join(fill(PARTS["run_row"], outcome=run["outcome"], trigger=run["trigger"], uploaded=run["uploaded"],
-                     when=time_html(dt.datetime.fromisoformat(run["started_at"]).timestamp(), view.now, view.tz),
+                     when=time_html(stamp(run["started_at"]), view.now, view.tz),
                      error=run["error"] or "") for run in view.recent_runs)
     query = "" if view.bearer else "?" + urllib.parse.urlencode({"secret": view.secret})
     return fill(PARTS["runs"], rows=rows, csv=f"/events.csv{query}",
@@ -453,6 +463,7 @@ def render_status(view: PageView) -> str:
 
 
 # The words of the status page. $name is a value, escaped unless it is markup made by fill().
+UNKNOWN_TIME = "unknown time"  # a stored time no calendar can show: a row kept before the receiver checked times
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # not the locale's
 KIND_NAMES = {"temperature": "Temperature", "humidity": "Humidity", "co2": "CO₂", "pressure": "Pressure",
               "objectPresent": "Object", "waterPresent": "Water", "contact": "Contact", "motion": "Motion",

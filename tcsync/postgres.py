@@ -27,6 +27,9 @@ class PostgresStore(Store):
 
         self._psycopg = psycopg
         self.errors = (psycopg.Error,)
+        # a value the server or psycopg refuses (a NUL in text, an integer past 64 bits, an index entry too large):
+        # that statement's fault, not the database's
+        self.refusals = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
         info = conninfo_to_dict(url)
         self._password = info.get("password") or ""
         host = info.get("host") or ""
@@ -46,6 +49,8 @@ class PostgresStore(Store):
             fresh = kind not in self._connections
             try:
                 return work(self._connection(kind), *args)
+            except self.refusals:  # ProgramLimitExceeded is an OperationalError, but the connection is fine
+                raise
             except self._psycopg.OperationalError:
                 broken = self._connections.pop(kind, None)
                 if broken is not None:

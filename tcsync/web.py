@@ -27,7 +27,7 @@ from tcsync.request import (
     HTTPError, Request, Response, check_params, json_response, limit_param, sync_options, text_response,
 )
 from tcsync.settings import Settings
-from tcsync.store import Store, StoreError
+from tcsync.store import QueryRefused, Store, StoreError
 from tcsync.sync import BUSY, Syncer, SyncTimer
 
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
@@ -77,6 +77,8 @@ class App:
             response = e.response
         except Rejected as e:
             response = json_response(e.status, {"error": e.reason, "message": e.message})
+        except QueryRefused:  # the request's values, not the database: checks before the query should catch them
+            response = json_response(400, {"error": "the database refused a value of this request"})
         except StoreError as e:
             self.log("error", event="store.failed", path=request.path, error=str(e)[:200])
             response = json_response(503, {"error": f"the database {self.store.path} is failing; see the status page"})
@@ -328,10 +330,13 @@ class App:
         if len(token) > MAX_SIGNATURE_CHARS:
             raise Rejected(400, "signature_too_long", "X-Dt-Signature is too long")
         verify_delivery(body, token, self.settings.dt_secrets, self.verify_clock)
-        event = parse_event(body)
         now = self.clock()
+        event = parse_event(body, now)
         try:
             duplicate = self.store.add_event(event, now, body)
+        except QueryRefused as e:  # a retry would be refused again: parse_event's checks should have caught it
+            self.log("error", event="delivery.refused", error=str(e)[:200])
+            raise Rejected(400, "unstorable", "the database refused this event's values") from None
         except StoreError as e:
             self.log("error", event="delivery.store_failed", error=str(e)[:200])
             raise Rejected(503, "store_unavailable", "the event could not be stored; retry later") from None

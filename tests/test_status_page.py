@@ -189,7 +189,7 @@ def test_a_card_shows_the_readings_battery_signal_chart_and_an_alert_when_outsid
 def test_a_card_back_in_range_has_no_alert_but_says_it_was_out():
     card, alert = sensor_card({**FRIDGE, "name": None}, {"temperature": TEMPERATURES[:5]}, NOW, NY, (2.0, 8.0))
     assert alert is None
-    assert "<h3>fridge1</h3>" in card and "Back inside 2\N{EN DASH}8 °C" in card
+    assert "<h3><bdi>fridge1</bdi></h3>" in card and "Back inside 2\N{EN DASH}8 °C" in card
 
 
 def test_a_humidity_sensor_gets_a_chart_per_kind():
@@ -356,7 +356,7 @@ def test_at_most_twelve_cards_out_of_range_first_then_by_name(make_app):
                  "data": {"temperature": {"value": value}}, "timestamp": "2027-01-15T07:50:00Z"}
         app.store.add_event(event, NOW, json.dumps({"event": event}).encode())
     page = call(app)[2].decode()
-    assert re.findall(r"<h3>(\w+)</h3>", page) == ["d13", *(f"d{i:02}" for i in range(11))]
+    assert re.findall(r"<h3><bdi>(\w+)</bdi></h3>", page) == ["d13", *(f"d{i:02}" for i in range(11))]
     assert "And 2 more devices: /sensors lists them all (with the secret)." in page
 
 
