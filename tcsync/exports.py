@@ -73,14 +73,15 @@ def ndjson_line(row: tuple) -> bytes:
     return (body.replace(b"\r", b" ").replace(b"\n", b" ") if b"\n" in body or b"\r" in body else body) + b"\n"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_HEADER = ("event_time", "received_at", "device", "name", "event_type", "value", "unit", "event_id")
 
 
 def csv_line(cells) -> bytes:
     out = io.StringIO()
-    # A spreadsheet runs a cell starting with = + - @ as a formula: text cells get a leading '.
-    csv.writer(out).writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c
-                              for c in cells])
+    # A spreadsheet runs a cell starting with = + - @ as a formula, and some skip a leading tab or carriage return
+    # before looking (OWASP's CSV injection list): text cells starting with any of them get a leading '.
+    csv.writer(out).writerow(["'" + c if isinstance(c, str) and c[:1] in FORMULA_STARTS else c for c in cells])
     return out.getvalue().encode()
 
 

@@ -42,7 +42,10 @@ class PostgresStore(Store):
         try:
             return self._psycopg.connect(self._url, autocommit=True, connect_timeout=5, **self._options)
         except self._psycopg.OperationalError as e:
-            raise StoreUnreachable(self._error(e)) from None
+            error = self._error(e)
+            if str(error).startswith("connection is bad: invalid "):  # libpq refused a value in DATABASE_URL
+                raise error from None  # (sslmode, target_session_attrs, ...): a setting to fix, not an outage
+            raise StoreUnreachable(error) from None
 
     def _execute(self, kind: str, work: Callable, *args) -> Any:
         for attempt in (1, 2):

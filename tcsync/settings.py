@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import math
 import os
 import re
+import socket
 import urllib.parse
 import zoneinfo
 
@@ -17,6 +19,11 @@ ALL_FEATURES = ("BASAL", "BOLUS", "IOB", "PUMP_EVENTS", "PUMP_EVENTS_BASAL_SUSPE
 TESTING_FEATURES = ("BOLUS_BG",)  # tconnectsync adds these when ENABLE_TESTING_MODES is true
 DEFAULT_FEATURES = ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
 MIN_SECRET_CHARS = 8
+# Upper bounds: past them a setting is a typo (minutes for seconds, a digit too many), not a wish.
+MAX_INTERVAL_MINS = 1440.0  # a day between timed syncs
+MAX_SYNC_TIMEOUT_SECS = 3600.0  # an hour for one sync (a normal one takes seconds)
+MAX_STALE_MINS = 10080.0  # a week without a successful sync before /healthz says stale
+MAX_RANGE_DEGREES = 100.0  # DT_TEMPERATURE_RANGE within -100..100 °C: what the sensors measure, and then some
 
 
 class SettingsError(Exception):
@@ -57,14 +64,18 @@ class Settings:
         """Every secret value that must never leave the process."""
         values = [self.secret, self.tconnect_password, self.ns_secret, *self.dt_secrets]
         for url in (self.ns_url, self.database_url):  # user:password@ (a Nightscout behind basic auth)
-            password = urllib.parse.urlsplit(url).password or ""
+            password = url_password(url) or ""
             values += [password, urllib.parse.unquote(password)]
+        if self.database_url:  # as libpq reads it, which is not always as urllib does (p]w, ?password=)
+            values.append((database_url_info(self.database_url) or {}).get("password", ""))
         if self.ns_secret:
             values.append(hashlib.sha1(self.ns_secret.encode()).hexdigest())
         return [v for v in values if v]
 
 
-def _number(env, name: str, default: float, problems: list[str], *, positive: bool) -> float:
+def _number(env, name: str, default: float, problems: list[str], *, positive: bool, most: float) -> float:
+    """A decimal number from 0 (or above 0) to most: a larger one is a mistake, and past about 1e9 s waits
+    overflow the timer."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -72,8 +83,9 @@ def _number(env, name: str, default: float, problems: list[str], *, positive: bo
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        problems.append(f"{name} must be a number {'above' if positive else 'of at least'} 0, got {raw!r}")
+    if not (0 < value <= most if positive else 0 <= value <= most):  # NaN and infinities too
+        problems.append(f"{name} must be a number {'above 0 and at most' if positive else 'from 0 to'} {most:g},"
+                        f" got {raw[:40]!r}")
         return default
     return value
 
@@ -103,24 +115,31 @@ def parse_features(raw: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def parse_range(raw: str) -> tuple[float, float]:
-    """"A..B" with A < B (2..8, -20..-15, 2.5 .. 8); raises ValueError otherwise."""
+    """"A..B" with -100 <= A < B <= 100 (2..8, -20..-15, 2.5 .. 8); raises ValueError otherwise."""
     match = re.fullmatch(r"\s*(-?[0-9]+(?:\.[0-9]+)?)\s*\.\.\s*(-?[0-9]+(?:\.[0-9]+)?)\s*", raw)
-    if not match or float(match[1]) >= float(match[2]):
+    if not match:
         raise ValueError(raw)
-    return float(match[1]), float(match[2])
+    low, high = float(match[1]), float(match[2])
+    if not -MAX_RANGE_DEGREES <= low < high <= MAX_RANGE_DEGREES:  # 400 digits are an infinite float
+        raise ValueError(raw)
+    return low, high
 
 
 def load_settings(env=None) -> Settings:
     """Read and validate the environment; raises SettingsError listing every problem."""
     env = os.environ if env is None else env
     problems: list[str] = []
-    interval = _number(env, "TCONNECTSYNC_HEROKU_INTERVAL_MINS", 0.0, problems, positive=False)
-    timeout = _number(env, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS", 120.0, problems, positive=True)
-    stale = _number(env, "TCONNECTSYNC_HEROKU_STALE_MINS", max(60.0, 3 * interval), problems, positive=True)
+    interval = _number(env, "TCONNECTSYNC_HEROKU_INTERVAL_MINS", 0.0, problems, positive=False,
+                       most=MAX_INTERVAL_MINS)
+    timeout = _number(env, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS", 120.0, problems, positive=True,
+                      most=MAX_SYNC_TIMEOUT_SECS)
+    stale = _number(env, "TCONNECTSYNC_HEROKU_STALE_MINS", max(60.0, 3 * interval), problems, positive=True,
+                    most=MAX_STALE_MINS)
     features, allowed = _features(env, problems)
     connection_limit = _whole_number(env, "WAITRESS_CONNECTION_LIMIT", None, problems)
     channel_timeout = _whole_number(env, "WAITRESS_CHANNEL_TIMEOUT_SECS", 30, problems)
     port = _port(env, problems)
+    host = _listen_host(env, problems)
     region, tz_name = _tandem(env, problems)
     ns_url = _ns_url(env, problems)
     database_url = _database_url(env, problems)
@@ -145,7 +164,7 @@ def load_settings(env=None) -> Settings:
         database_url=database_url,
         sync_timeout_secs=timeout,
         stale_mins=stale,
-        host=env.get("LISTEN_HOST", "").strip() or "0.0.0.0",
+        host=host,
         port=port,
         connection_limit=connection_limit,
         channel_timeout_secs=channel_timeout,
@@ -179,10 +198,39 @@ def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...
 def _port(env, problems: list[str]) -> int:
     port_name = "PORT" if env.get("PORT", "").strip() else "LISTEN_PORT"
     port_raw = env.get(port_name, "").strip() or "5000"
-    port = int(port_raw) if is_digits(port_raw) else -1
+    port = int(port_raw) if is_digits(port_raw) and len(port_raw) <= 5 else -1  # int() refuses 4 300 digits
     if not 0 <= port <= 65535:
-        problems.append(f"{port_name} must be a TCP port number, got {port_raw!r}")
+        problems.append(f"{port_name} must be a TCP port number, got {port_raw[:40]!r}")
     return port
+
+
+HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}"
+                       r"[A-Za-z0-9])?\.?")  # RFC 1123; the last label not all digits: 999.1.1.1 is no name
+
+
+def _listen_host(env, problems: list[str]) -> str:
+    """An address waitress can listen on: *, an IP address ([::1] too), or a name of this machine (looked up here,
+    as waitress would, so that a wrong one is a sentence, not waitress's traceback)."""
+    host = env.get("LISTEN_HOST", "").strip() or "0.0.0.0"
+    bare = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
+    try:
+        ipaddress.ip_address(bare)
+        return host
+    except ValueError:
+        pass
+    if bare == "*" or (HOST_NAME.fullmatch(bare) and _resolves(bare)):
+        return host
+    problems.append("LISTEN_HOST must be an address of this machine, like 0.0.0.0 (all of them) or 127.0.0.1 "
+                    f"(this machine only), got {host[:40]!r}")
+    return host
+
+
+def _resolves(name: str) -> bool:
+    try:
+        return bool(socket.getaddrinfo(name, None, socket.AF_UNSPEC, socket.SOCK_STREAM, socket.IPPROTO_TCP,
+                                       socket.AI_PASSIVE))
+    except (OSError, UnicodeError):
+        return False
 
 
 def _tandem(env, problems: list[str]) -> tuple[str, str]:
@@ -190,15 +238,15 @@ def _tandem(env, problems: list[str]) -> tuple[str, str]:
     first."""
     region = env.get("TCONNECT_REGION", "").strip() or "US"
     if region not in ("US", "EU"):
-        problems.append(f"TCONNECT_REGION must be US or EU (capitals), got {region!r}")
+        problems.append(f"TCONNECT_REGION must be US or EU (capitals), got {region[:40]!r}")
     serial = env.get("PUMP_SERIAL_NUMBER", "").strip()
     if serial and not is_digits(serial):
-        problems.append(f"PUMP_SERIAL_NUMBER must be the pump's serial number (digits), got {serial!r}")
+        problems.append(f"PUMP_SERIAL_NUMBER must be the pump's serial number (digits), got {serial[:40]!r}")
     tz_name = env.get("TIMEZONE_NAME", "").strip() or env.get("TZ", "").strip() or "America/New_York"
     try:
         zoneinfo.ZoneInfo(tz_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        problems.append(f"TIMEZONE_NAME must be a time zone name like America/New_York, got {tz_name!r}")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (Europe), a name too long
+        problems.append(f"TIMEZONE_NAME must be a time zone name like America/New_York, got {tz_name[:40]!r}")
     cache = env.get("CACHE_CREDENTIALS", "").strip().lower()
     if cache in ("true", "1"):
         problems.append("CACHE_CREDENTIALS=true breaks tconnectsync 3.0.3's login; unset it or set it to false")
@@ -210,18 +258,59 @@ def _ns_url(env, problems: list[str]) -> str:
     if ns_url:
         if not re.match(r"https?://[^/\s]+", ns_url):
             shown = ns_url.rpartition("@")[2]  # never echo a user:password@
-            problems.append(f"NS_URL must start with https:// (or http://), got {shown!r}"
+            problems.append(f"NS_URL must start with https:// (or http://), got {shown[:60]!r}"
                             + (" (after its user:password@)" if shown != ns_url else ""))
+        elif url_password(ns_url) is None:  # requests could not read it either
+            problems.append("NS_URL is not a web address that can be read (a [ or ] without its pair?): write "
+                            "@ : / [ ] in a password as %40 %3A %2F %5B %5D")
         ns_url = ns_url.rstrip("/") + "/"  # tconnectsync joins paths onto it
     return ns_url
 
 
+def url_password(url: str) -> str | None:
+    """The password of a URL's user:password@ ("" for none); None for a URL urllib cannot read."""
+    try:
+        return urllib.parse.urlsplit(url).password or ""
+    except ValueError:  # a [ or ] without its pair: "Invalid IPv6 URL"
+        return None
+
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def _database_url(env, problems: list[str]) -> str:
+    """A postgres:// URL that PostgreSQL's own library (libpq) reads. Its error messages quote the URL, password
+    and all: every sentence here is our own and quotes nothing of it."""
     database_url = env.get("DATABASE_URL", "").strip()
     if database_url and not re.match(r"postgres(ql)?://", database_url):  # never echo it: it holds a password
         problems.append(f"DATABASE_URL must be a postgres:// or postgresql:// URL, got one starting with "
                         f"{database_url.split(':', 1)[0][:20]!r}")
+    elif database_url:
+        info = database_url_info(database_url)
+        if info is None:
+            problems.append("DATABASE_URL cannot be read as postgres://USER:PASSWORD@HOST:PORT/NAME: write @ : / ? #"
+                            " [ ] % and spaces in the password as %40 %3A %2F %3F %23 %5B %5D %25 %20")
+        elif "@" in info.get("host", ""):  # libpq splits at the first @: the rest of a password would be a host
+            problems.append("DATABASE_URL holds more than one @: write an @ in the password as %40")
+        elif not all(port == "" or (is_digits(port) and len(port) <= 5 and 1 <= int(port) <= 65535)
+                     for port in info.get("port", "").split(",")):
+            problems.append("DATABASE_URL's port must be a number from 1 to 65535 (a / in the password makes the"
+                            " rest look like a host and port: write it as %2F)")
+        elif info.get("sslmode", "require") not in SSL_MODES:
+            problems.append(f"DATABASE_URL's sslmode must be one of {', '.join(SSL_MODES)}")
     return database_url
+
+
+def database_url_info(url: str) -> dict[str, str] | None:
+    """libpq's reading of a database URL (user, password, host, port, dbname, options), or None if it cannot."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict  # installed always; imported only with a DATABASE_URL
+    except ImportError:
+        return None
+    try:
+        return {name: str(value) for name, value in conninfo_to_dict(url).items()}
+    except Exception:  # psycopg.ProgrammingError, whose message quotes the URL
+        return None
 
 
 def _temperature_range(env, problems: list[str]) -> tuple[float, float] | None:
@@ -230,6 +319,7 @@ def _temperature_range(env, problems: list[str]) -> tuple[float, float] | None:
     try:
         return parse_range(env["DT_TEMPERATURE_RANGE"])
     except ValueError:
-        problems.append("DT_TEMPERATURE_RANGE must be two numbers of °C, the lower first, like 2..8, got "
+        problems.append(f"DT_TEMPERATURE_RANGE must be two numbers of °C from {-MAX_RANGE_DEGREES:g} to "
+                        f"{MAX_RANGE_DEGREES:g}, the lower first, like 2..8, got "
                         f"{env['DT_TEMPERATURE_RANGE'].strip()[:40]!r}")
         return None

@@ -33,8 +33,14 @@ from tcsync.sync import BUSY, Syncer, SyncTimer
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 MAX_DELIVERY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 4096
-# On every answer: nothing is cached, and no browser guesses a type other than the Content-Type we send.
-COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
+# On every answer: nothing is cached, no browser guesses a type other than the Content-Type we send, and no link
+# followed from a page opened with ?secret= sends that address on as a Referer.
+COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                  ("Referrer-Policy", "no-referrer"))
+# The status page needs no script, only its inline styles and data: images (the tab's icon), posts its one form
+# (Sync now) to itself, and is never framed by another site (clickjacking Sync now).
+PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
+               "frame-ancestors 'none'; base-uri 'none'")
 
 
 class App:
@@ -59,8 +65,8 @@ class App:
             "/check_login": {"GET": self.check_login, "POST": self.check_login},
             "/runs": {"GET": self.runs, "HEAD": self.runs},
             "/events": {"GET": self.events, "HEAD": self.events},
-            "/events.ndjson": {"GET": self.events_ndjson},
-            "/events.csv": {"GET": self.events_csv},
+            "/events.ndjson": {"GET": self.events_ndjson, "HEAD": self.events_ndjson},
+            "/events.csv": {"GET": self.events_csv, "HEAD": self.events_csv},
             "/sensors": {"GET": self.sensors, "HEAD": self.sensors},
         }
 
@@ -93,8 +99,8 @@ class App:
         self.log.write_redacted(f"at=info event=request method={self.log.value(request.method)} "
                                 f"path={self.log.value(request.path)} status={response.status} ms={ms}"
                                 f"{response.log_fields}")
-        if response.stream is not None:
-            return response.stream
+        if response.stream is not None:  # no length: HEAD gets none either (waitress would say 0 for [b""])
+            return iter(()) if request.method == "HEAD" else response.stream
         return [b"" if request.method == "HEAD" else response.body]
 
     def dispatch(self, request: Request) -> Response:
@@ -193,7 +199,10 @@ class App:
         """Every matching event, oldest first, streamed from the store in batches."""
         self.authorize(request)
         check_params(request.params(), EVENT_FILTERS)
-        rows = self.store.export_rows(event_query(request.params()))
+        query = event_query(request.params())
+        if request.method == "HEAD":  # the headers GET would send, without reading a row
+            return Response(200, content_type=content_type, stream=iter(()))
+        rows = self.store.export_rows(query)
         first = next(rows, None)  # a failing database is a 503 now, not a cut-off 200 later
         return Response(200, content_type=content_type,
                         stream=self._stream(header, itertools.chain(() if first is None else (first,), rows), lines))
@@ -260,7 +269,7 @@ class App:
                 body = render_status(self.page_view(request, now, health, events, False, False)).encode()
                 cached = self._public_page = (time.monotonic(), key, body)
             body = cached[2]
-        return Response(200, body, "text/html; charset=utf-8")
+        return Response(200, body, "text/html; charset=utf-8", (("Content-Security-Policy", PAGE_POLICY),))
 
     def page_view(self, request: Request, now: float, health: tuple[str, float | None],
                   events: tuple[int, float | None] | str | None, authorized: bool, wrong_secret: bool) -> PageView:

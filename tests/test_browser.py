@@ -62,6 +62,8 @@ class Tab:
         self.errors.clear()
         response = self.page.goto(f"http://{address[0]}:{address[1]}{path}")
         assert response.status == 200
+        # under the page's policy: anything it blocked (a style, the icon, Sync now's post) is a console error
+        assert response.headers["content-security-policy"].startswith("default-src 'none'; ")
         return self.page
 
     def check(self, scenario, dark=False):

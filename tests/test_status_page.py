@@ -213,8 +213,8 @@ def test_a_bad_temperature_range_is_named_with_the_other_problems(raw):
     with pytest.raises(SettingsError) as raised:
         load_settings({"DT_TEMPERATURE_RANGE": raw, "TCONNECT_REGION": "eu"})
     assert raised.value.problems == ["TCONNECT_REGION must be US or EU (capitals), got 'eu'",
-                                     f"DT_TEMPERATURE_RANGE must be two numbers of °C, the lower first, like 2..8, "
-                                     f"got {raw!r}"]
+                                     "DT_TEMPERATURE_RANGE must be two numbers of °C from -100 to 100, the lower first,"
+                                     f" like 2..8, got {raw!r}"]
 
 
 # The page's states ---------------------------------------------------------------------------
