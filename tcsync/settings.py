@@ -73,9 +73,9 @@ class Settings:
         return [v for v in values if v]
 
 
-def _number(env, name: str, default: float, problems: list[str], *, positive: bool, most: float) -> float:
-    """A decimal number from 0 (or above 0) to most: a larger one is a mistake, and past about 1e9 s waits
-    overflow the timer."""
+def _number(env, name: str, default: float, problems: list[str], most: float, positive: bool = True) -> float:
+    """A decimal number from 0 (or above 0) to most: a larger one is a typo, and one past threading.TIMEOUT_MAX
+    (292 years) would kill the timer thread later instead of stopping the start now."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -129,12 +129,9 @@ def load_settings(env=None) -> Settings:
     """Read and validate the environment; raises SettingsError listing every problem."""
     env = os.environ if env is None else env
     problems: list[str] = []
-    interval = _number(env, "TCONNECTSYNC_HEROKU_INTERVAL_MINS", 0.0, problems, positive=False,
-                       most=MAX_INTERVAL_MINS)
-    timeout = _number(env, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS", 120.0, problems, positive=True,
-                      most=MAX_SYNC_TIMEOUT_SECS)
-    stale = _number(env, "TCONNECTSYNC_HEROKU_STALE_MINS", max(60.0, 3 * interval), problems, positive=True,
-                    most=MAX_STALE_MINS)
+    interval = _number(env, "TCONNECTSYNC_HEROKU_INTERVAL_MINS", 0.0, problems, MAX_INTERVAL_MINS, positive=False)
+    timeout = _number(env, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS", 120.0, problems, MAX_SYNC_TIMEOUT_SECS)
+    stale = _number(env, "TCONNECTSYNC_HEROKU_STALE_MINS", max(60.0, 3 * interval), problems, MAX_STALE_MINS)
     features, allowed = _features(env, problems)
     connection_limit = _whole_number(env, "WAITRESS_CONNECTION_LIMIT", None, problems)
     channel_timeout = _whole_number(env, "WAITRESS_CHANNEL_TIMEOUT_SECS", 30, problems)

@@ -168,7 +168,7 @@ def corrupt_schema(db_path):
 
 
 def test_a_corrupted_database_refuses_deliveries_but_syncs_and_pages_go_on(make_app, nightscout, tmp_path):
-    app, log = make_app(verify_clock=lambda: 1_800_000_000)
+    app, log = make_app(verify_clock=lambda: 1_800_000_000, clock=lambda: 1_800_000_000)
     body = body_for("kept-1")
     with served(app) as address:
         assert request(address, "POST", "/", {"X-Dt-Signature": sign(body, now=1_800_000_000)}, body)[0] == 200
