@@ -83,7 +83,8 @@ def serve(app: App) -> int:
     signal.signal(signal.SIGINT, on_signal)
     app.log(event="start", version=__version__, host=app.settings.host, port=server.effective_port,
             connection_limit=server.adj.connection_limit, channel_timeout=server.adj.channel_timeout,
-            io="poll" if server.adj.asyncore_use_poll else "select",
+            io="poll" if server.adj.asyncore_use_poll else "select", header_timeout=server.header_secs,
+            body_timeout=server.body_secs,
             timer_mins=app.settings.interval_mins if app.timer else 0,
             missing=",".join(app.settings.missing) or None)
     if app.timer:

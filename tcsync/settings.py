@@ -50,6 +50,8 @@ class Settings:
     port: int = 5000
     connection_limit: int | None = None  # None: as many as the open-files limit allows (connection_limit())
     channel_timeout_secs: int = 30
+    header_timeout_secs: int = 10  # a request's headers must arrive within this long (nginx: client_header_timeout)
+    body_timeout_secs: int = 30  # and its body within this long of the headers (nginx: client_body_timeout)
     tconnect_email: str = ""
     tconnect_password: str = dataclasses.field(default="", repr=False)
     tconnect_region: str = "US"
@@ -135,6 +137,7 @@ def load_settings(env=None) -> Settings:
     features, allowed = _features(env, problems)
     connection_limit = _whole_number(env, "WAITRESS_CONNECTION_LIMIT", None, problems)
     channel_timeout = _whole_number(env, "WAITRESS_CHANNEL_TIMEOUT_SECS", 30, problems)
+    header_timeout, body_timeout = _deadlines(env, problems)
     port = _port(env, problems)
     host = _listen_host(env, problems)
     region, tz_name = _tandem(env, problems)
@@ -165,6 +168,8 @@ def load_settings(env=None) -> Settings:
         port=port,
         connection_limit=connection_limit,
         channel_timeout_secs=channel_timeout,
+        header_timeout_secs=header_timeout,
+        body_timeout_secs=body_timeout,
         tconnect_email=values["TCONNECT_EMAIL"],
         tconnect_password=values["TCONNECT_PASSWORD"],
         tconnect_region=region,
@@ -176,6 +181,12 @@ def load_settings(env=None) -> Settings:
         temperature_range=temperature_range,
         missing=tuple(name for name, value in values.items() if not value),
     )
+
+
+def _deadlines(env, problems: list[str]) -> tuple[int, int]:
+    """(seconds for a request's headers, seconds for its body after them): whole numbers, as the idle timeout."""
+    return (_whole_number(env, "WAITRESS_HEADER_TIMEOUT_SECS", 10, problems),
+            _whole_number(env, "WAITRESS_BODY_TIMEOUT_SECS", 30, problems))
 
 
 def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

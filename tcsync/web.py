@@ -33,6 +33,10 @@ from tcsync.sync import BUSY, Syncer, SyncTimer
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 MAX_DELIVERY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 4096
+# Exports at once: each may hold a worker thread for as long as its reader takes (waitress has 8); more wait
+# EXPORT_RETRY_SECS (503 with Retry-After).
+EXPORTS_AT_ONCE = 2
+EXPORT_RETRY_SECS = 10
 # On every answer: nothing is cached, no browser guesses a type other than the Content-Type we send, and no link
 # followed from a page opened with ?secret= sends that address on as a Referer.
 COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
@@ -57,6 +61,7 @@ class App:
         self._page_data: PageData | None = None
         self._public_page: tuple[float, tuple, bytes] | None = None  # (monotonic time, what it shows, the page)
         self._page_data_lock = threading.Lock()
+        self._export_places = threading.BoundedSemaphore(EXPORTS_AT_ONCE)
         self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
             "/": {"GET": self.status_page, "HEAD": self.status_page, "POST": self.receive_delivery},
             "/healthz": {"GET": self.healthz, "HEAD": self.healthz},
@@ -196,16 +201,24 @@ class App:
 
     def _export(self, request: Request, content_type: str, lines: Callable[[tuple], bytes],
                 header: bytes = b"") -> Response:
-        """Every matching event, oldest first, streamed from the store in batches."""
+        """Every matching event, oldest first, streamed from the store in batches; EXPORTS_AT_ONCE at most, since a
+        slow reader holds a worker thread until it has read the last batch."""
         self.authorize(request)
         check_params(request.params(), EVENT_FILTERS)
         query = event_query(request.params())
-        if request.method == "HEAD":  # the headers GET would send, without reading a row
+        if request.method == "HEAD":  # the headers GET would send, without reading a row or taking a place
             return Response(200, content_type=content_type, stream=iter(()))
-        rows = self.store.export_rows(query)
-        first = next(rows, None)  # a failing database is a 503 now, not a cut-off 200 later
-        return Response(200, content_type=content_type,
-                        stream=self._stream(header, itertools.chain(() if first is None else (first,), rows), lines))
+        if not self._export_places.acquire(blocking=False):
+            raise HTTPError(503, f"{EXPORTS_AT_ONCE} exports are being downloaded already; try again in a few seconds.",
+                            (("Retry-After", str(EXPORT_RETRY_SECS)),))
+        try:
+            rows = self.store.export_rows(query)
+            first = next(rows, None)  # a failing database is a 503 now, not a cut-off 200 later
+        except BaseException:
+            self._export_places.release()
+            raise
+        chunks = self._stream(header, itertools.chain(() if first is None else (first,), rows), lines)
+        return Response(200, content_type=content_type, stream=_Releasing(chunks, self._export_places.release))
 
     def _stream(self, header: bytes, rows: Iterator[tuple], lines: Callable[[tuple], bytes]) -> Iterator[bytes]:
         chunk = [header]
@@ -363,6 +376,25 @@ class App:
             reading=",".join(str(value) for _, value, _ in readings) or None,
             unit=",".join(unit or "" for _, _, unit in readings) if any(u for _, _, u in readings) else None)
         return response
+
+
+class _Releasing:
+    """An answer's chunks that call release() once when closed: waitress closes an answer after its last chunk,
+    and when the client goes away or the answer fails part way."""
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None]):
+        self._chunks, self._release = chunks, release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        release, self._release = self._release, None
+        try:
+            self._chunks.close()
+        finally:
+            if release:
+                release()
 
 
 def _versions() -> str:

@@ -356,44 +356,8 @@ def serving(tmp_path, before="", **env):
         proc.wait(30)
 
 
-def test_healthz_answers_while_300_clients_trickle_their_headers(tmp_path):
-    import resource
-
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # the service raises its soft limit to this
-    with serving(tmp_path) as (address, log):
-        limit = max(100, (min(hard, 1024) - 100) // 3)  # 308 where the hard limit is 1024 or more
-        assert f" connection_limit={limit} channel_timeout=30 io=select " in log.read_text()
-        slow = [socket.create_connection(address, timeout=10) for _ in range(300)]
-        stop, rounds = threading.Event(), []
-
-        def trickle():  # each client sends one more header line a second, as a slowloris does
-            while not stop.wait(1.0):
-                for sock in slow:
-                    sock.sendall(b"X-Slow: 1\r\n")
-                rounds.append(time.monotonic())
-
-        for sock in slow:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        trickler = threading.Thread(target=trickle, daemon=True)
-        trickler.start()
-        try:
-            wait_for(lambda: len(rounds) >= 2)
-            latencies = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                status, _, body = request(address, "GET", "/healthz", timeout=10)
-                latencies.append(time.perf_counter() - t0)
-                assert (status, json.loads(body)["status"]) == (200, "idle")
-            assert all(sock.send(b"X-Slow: 1\r\n") for sock in slow)  # all 300 still held open meanwhile
-        finally:
-            stop.set()
-            trickler.join(10)
-            for sock in slow:
-                sock.close()
-    print(f"/healthz with 300 trickling clients: {', '.join(f'{s * 1000:.0f}' for s in latencies)} ms")
-
-
 def test_a_client_that_stops_mid_request_is_closed_after_the_channel_timeout(tmp_path):
+    """The idle timeout, when it is shorter than the header deadline (tests/test_slow_clients.py: the deadlines)."""
     with serving(tmp_path, WAITRESS_CHANNEL_TIMEOUT_SECS="2", WAITRESS_CONNECTION_LIMIT="500") as (address, log), \
             socket.create_connection(address, timeout=15) as sock:
         t0 = time.monotonic()

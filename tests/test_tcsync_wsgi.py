@@ -38,6 +38,7 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     assert s.missing == ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET")
     assert (s.interval_mins, s.stale_mins, s.sync_timeout_secs, s.port, s.host) == (0, 60, 120, 5000, "0.0.0.0")
     assert (s.connection_limit, s.channel_timeout_secs) == (None, 30)  # None: from the open-files limit
+    assert (s.header_timeout_secs, s.body_timeout_secs) == (10, 30)
     assert s.features == ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
     assert s.db_path.endswith("tcsync.sqlite3")
 
@@ -63,6 +64,8 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "2.5"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
     ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "-1"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
     ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "9999999999"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
+    ({"WAITRESS_HEADER_TIMEOUT_SECS": "0"}, "WAITRESS_HEADER_TIMEOUT_SECS must be a whole number of at least 1"),
+    ({"WAITRESS_BODY_TIMEOUT_SECS": "1.5"}, "WAITRESS_BODY_TIMEOUT_SECS must be a whole number of at least 1"),
 ])
 def test_each_bad_setting_is_named(env, needle):
     with pytest.raises(SettingsError) as raised:
@@ -86,10 +89,11 @@ def test_every_problem_is_listed_at_once():
 def test_settings_parse_and_derive():
     s = load_settings({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "30", "PORT": "8080", "LISTEN_PORT": "9",
                        "WAITRESS_CONNECTION_LIMIT": "2000", "WAITRESS_CHANNEL_TIMEOUT_SECS": " 45 ",
+                       "WAITRESS_HEADER_TIMEOUT_SECS": "5", "WAITRESS_BODY_TIMEOUT_SECS": "60",
                        "TCONNECTSYNC_HEROKU_FEATURES": "basal, bolus", "NS_URL": "https://ns.example/sub",
                        "API_SECRET": "from-api-secret"})
     assert (s.interval_mins, s.stale_mins, s.port) == (30, 90, 8080)
-    assert (s.connection_limit, s.channel_timeout_secs) == (2000, 45)
+    assert (s.connection_limit, s.channel_timeout_secs, s.header_timeout_secs, s.body_timeout_secs) == (2000, 45, 5, 60)
     assert s.features == ("BASAL", "BOLUS")
     assert s.ns_url == "https://ns.example/sub/"
     assert s.ns_secret == "from-api-secret"
