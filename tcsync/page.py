@@ -325,7 +325,7 @@ class PageView:
 
     now: float
     tz: dt.tzinfo
-    zone: str  # the pump's time zone, as set
+    zone: str  # the pump's time zone, as set; "" while unset (times are then in UTC)
     health: str  # "ok", "stale" or "idle" (web.App.health)
     last_ok: float | None  # when the newest successful sync finished
     authorized: bool  # the right secret came along: errors, runs, versions and Sync now are shown
@@ -446,7 +446,8 @@ def render_status(view: PageView) -> str:
                 alerts=data.alerts, facts=facts_html(view), strip=data.strip,
                 summary=data.summary_with_errors if view.authorized else data.summary,
                 sensors=fill(PARTS["sensors"], cards=data.cards) if view.receiver_on else Markup(),
-                runs=runs_html(view), receiver=receiver_text(view), versions=versions, zone=view.zone,
+                runs=runs_html(view), receiver=receiver_text(view), versions=versions,
+                zone=fill(SENTENCES["zone"], zone=view.zone) if view.zone else fill(SENTENCES["zone_unset"]),
                 wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup(),
                 sync_now=fill(PARTS["sync_now"], secret=view.secret, then="/" if view.bearer else "/?secret")
                 if view.authorized else Markup())
@@ -502,6 +503,8 @@ SENTENCES = {name: string.Template(text) for name, text in {
     "receiver_off": "not configured (set DT_SIGNATURE_SECRET)",
     "receiver_on": "configured; $count events in the last 24 h; last $last",
     "receiver_unknown": "configured; events unknown while the database fails",
+    "zone": "Times are in $zone.",
+    "zone_unset": "Times are in UTC until TIMEZONE_NAME names your pump's time zone.",
     "csv_bearer": " (send the secret as a Bearer header)",
 }.items()}
 

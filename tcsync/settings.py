@@ -48,7 +48,7 @@ class Settings:
     tconnect_region: str = "US"
     ns_url: str = dataclasses.field(default="", repr=False)  # may hold a password: https://user:pass@host/
     ns_secret: str = dataclasses.field(default="", repr=False)
-    timezone_name: str = "America/New_York"
+    timezone_name: str = ""  # the pump's zone; "" while neither TIMEZONE_NAME nor TZ names one (a missing setting)
     dt_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     temperature_range: tuple[float, float] | None = None  # °C; the status page marks readings outside it
     missing: tuple[str, ...] = ()  # sync settings not given: syncs are refused, the web stays up
@@ -133,6 +133,7 @@ def load_settings(env=None) -> Settings:
         "TCONNECT_PASSWORD": env.get("TCONNECT_PASSWORD", ""),
         "NS_URL": ns_url,
         "NS_SECRET": env.get("NS_SECRET", "") or env.get("API_SECRET", ""),
+        "TIMEZONE_NAME": tz_name,  # no default: a wrong zone shifts every treatment in Nightscout by hours
     }
     if problems:
         raise SettingsError(problems)
@@ -186,23 +187,32 @@ def _port(env, problems: list[str]) -> int:
 
 
 def _tandem(env, problems: list[str]) -> tuple[str, str]:
-    """(region, time zone name). tconnectsync calls sys.exit(1) at import on these, or silently misbehaves: check
-    first."""
+    """(region, time zone name or ""). tconnectsync calls sys.exit(1) at import on these, or silently misbehaves
+    (it takes America/New_York when no zone is named): check first."""
     region = env.get("TCONNECT_REGION", "").strip() or "US"
     if region not in ("US", "EU"):
         problems.append(f"TCONNECT_REGION must be US or EU (capitals), got {region!r}")
     serial = env.get("PUMP_SERIAL_NUMBER", "").strip()
     if serial and not is_digits(serial):
         problems.append(f"PUMP_SERIAL_NUMBER must be the pump's serial number (digits), got {serial!r}")
-    tz_name = env.get("TIMEZONE_NAME", "").strip() or env.get("TZ", "").strip() or "America/New_York"
-    try:
-        zoneinfo.ZoneInfo(tz_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        problems.append(f"TIMEZONE_NAME must be a time zone name like America/New_York, got {tz_name!r}")
+    tz_source = "TIMEZONE_NAME" if env.get("TIMEZONE_NAME", "").strip() else "TZ"
+    tz_name = env.get(tz_source, "").strip()
+    if tz_name and not _is_zone(tz_name):
+        problems.append(f"{tz_source} must be a time zone name like America/New_York"
+                        f"{' (or set TIMEZONE_NAME)' if tz_source == 'TZ' else ''}, got {tz_name!r}")
+        tz_name = ""
     cache = env.get("CACHE_CREDENTIALS", "").strip().lower()
     if cache in ("true", "1"):
         problems.append("CACHE_CREDENTIALS=true breaks tconnectsync 3.0.3's login; unset it or set it to false")
     return region, tz_name
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _ns_url(env, problems: list[str]) -> str:

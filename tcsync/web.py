@@ -6,6 +6,7 @@ they call the receiver, the store, the syncer and the page, which know nothing o
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import sys
 import threading
@@ -46,7 +47,8 @@ class App:
         self.settings, self.store, self.syncer, self.log = settings, store, syncer, log
         self.clock, self.timer, self.verify_clock = clock, timer, verify_clock
         self.versions = _versions()
-        self.tz = zoneinfo.ZoneInfo(settings.timezone_name)
+        # The pump's zone; UTC while none is named (syncs wait for it; the page says its times are in UTC).
+        self.tz = zoneinfo.ZoneInfo(settings.timezone_name) if settings.timezone_name else dt.timezone.utc
         self._deliveries = 0
         self._page_data: PageData | None = None
         self._public_page: tuple[float, tuple, bytes] | None = None  # (monotonic time, what it shows, the page)

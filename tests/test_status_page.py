@@ -247,8 +247,25 @@ def test_not_configured_names_the_settings(tmp_path):
     settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), "TCONNECT_EMAIL": "a@b.c"})
     page = call(tcsync_wsgi.create_app(settings, log=Log(LogLines())))[2]
     assert state_of(page) == "not configured"
-    assert sentence_of(page) == "Set TCONNECT_PASSWORD, NS_URL, NS_SECRET: syncs are refused until they are set."
+    assert sentence_of(page) == ("Set TCONNECT_PASSWORD, NS_URL, NS_SECRET, TIMEZONE_NAME: syncs are refused until "
+                                 "they are set.")
     assert b"<h2>Sensors</h2>" not in page and b"receiver: not configured (set DT_SIGNATURE_SECRET)" in page
+
+
+def test_without_a_time_zone_syncs_are_refused_the_page_names_it_and_shows_utc(make_app):
+    app, _ = make_app(clock=lambda: NOW, TIMEZONE_NAME="")
+    assert app.settings.missing == ("TIMEZONE_NAME",)
+    assert app.syncer.start("timer") == (None, "missing settings: TIMEZONE_NAME")
+    status, _, body = call(app, "GET", "/run", headers=bearer())
+    assert (status, json.loads(body)) == (503, {"started": False, "reason": "missing settings: TIMEZONE_NAME"})
+    assert call(app, "GET", "/update", headers=bearer())[0] == 503
+    finish(app, NOW - 300)  # another process's run: its time in UTC, said so
+    page = call(app, headers=bearer())[2]
+    assert state_of(page) == "not configured"
+    assert sentence_of(page).startswith("Set TIMEZONE_NAME")
+    assert b"Times are in UTC until TIMEZONE_NAME names your pump's time zone." in page
+    assert b'title="2027-01-15T07:55:00+00:00 (UTC)">07:55 (5 min ago)' in page
+    assert app.store.runs(5)[0]["trigger"] == "timer"  # nothing else ran
 
 
 def sync(app, trigger="run"):

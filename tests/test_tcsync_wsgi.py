@@ -35,7 +35,8 @@ def app(make_app):
 
 def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     s = load_settings({})
-    assert s.missing == ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET")
+    assert s.missing == ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET", "TIMEZONE_NAME")
+    assert s.timezone_name == ""  # no silent America/New_York: syncs wait until a zone is named
     assert (s.interval_mins, s.stale_mins, s.sync_timeout_secs, s.port, s.host) == (0, 60, 120, 5000, "0.0.0.0")
     assert (s.connection_limit, s.channel_timeout_secs) == (None, 30)  # None: from the open-files limit
     assert s.features == ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
@@ -68,6 +69,23 @@ def test_each_bad_setting_is_named(env, needle):
     with pytest.raises(SettingsError) as raised:
         load_settings(env)
     assert needle in str(raised.value)
+
+
+@pytest.mark.parametrize(("env", "zone"), [
+    ({"TIMEZONE_NAME": "Europe/Berlin"}, "Europe/Berlin"),
+    ({"TZ": "Asia/Kolkata"}, "Asia/Kolkata"),  # as tconnectsync reads it: TZ when TIMEZONE_NAME is unset
+    ({"TIMEZONE_NAME": "Europe/Berlin", "TZ": "Asia/Kolkata"}, "Europe/Berlin"),
+])
+def test_the_pumps_time_zone_comes_from_timezone_name_or_tz(env, zone):
+    s = load_settings(env)
+    assert s.timezone_name == zone and "TIMEZONE_NAME" not in s.missing
+
+
+def test_a_bad_zone_in_tz_is_named_as_tz():
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"TZ": ":/etc/localtime"})
+    assert str(raised.value) == ("TZ must be a time zone name like America/New_York (or set TIMEZONE_NAME), "
+                                 "got ':/etc/localtime'")
 
 
 def test_a_bad_ns_url_is_named_without_its_password():
@@ -237,7 +255,7 @@ def test_status_page_names_missing_settings(tmp_path):
     status, _, body = call(app)
     assert status == 200
     assert b"not configured" in body
-    assert b"TCONNECT_PASSWORD, NS_URL, NS_SECRET" in body
+    assert b"TCONNECT_PASSWORD, NS_URL, NS_SECRET, TIMEZONE_NAME" in body
 
 
 def test_status_page_says_the_timer_waits_for_missing_settings(tmp_path):
@@ -417,7 +435,8 @@ def test_sync_routes_refuse_when_settings_are_missing(tmp_path):
     app = tcsync_wsgi.create_app(settings, log=Log(LogLines()))
     status, _, body = call(app, path="/run", headers=auth())
     assert status == 503
-    assert json.loads(body)["reason"] == "missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET"
+    assert json.loads(body)["reason"] == ("missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET, "
+                                           "TIMEZONE_NAME")
     status, _, body = call(app, path="/check_login", headers=auth())
     assert status == 503 and b"missing settings: TCONNECT_EMAIL" in body
     assert app.store.runs(10) == []
