@@ -375,7 +375,8 @@ def page_state(view: PageView) -> tuple[str, Markup]:
                                         advice=DATABASE_ADVICE[view.store_dialect])
     if view.paused_until and now < view.paused_until:  # once it is over, the timer tries again
         return "paused", fill(SENTENCES["paused"], until=time_html(view.paused_until, now, tz),
-                              manual="pressing Sync now" if view.authorized else "a manual /run")
+                              manual="pressing Sync now" if view.authorized else
+                              "Sync now on the page opened with the secret")
     if view.health == "stale":
         since = fill(SENTENCES["since_ok" if view.last_ok else "since_start"],
                      when=time_html(view.last_ok or view.started_at, now, tz))
@@ -465,7 +466,8 @@ ICON = string.Template("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/
 ICON_COLOURS = {"ok": "1a7f37", "paused": "9a5b00", "not configured": "59636e"}
 MARK_Y = {"ok": 8}  # an ok run's mark is shorter than the others: the outcome shows without colour too
 FAILURE_ADVICE = (  # a sync's error -> what to do, as the README's Troubleshooting says it
-    (CREDENTIALS_REFUSED, "Log in at Tandem Source with the same email and password to check them"),
+    (CREDENTIALS_REFUSED, "Log in at Tandem Source with the same email and password to check them, and check that "
+                          "TCONNECT_REGION is the region of your account (US, or EU for a European one)"),
     ("could not reach Nightscout", "Check NS_URL and that your Nightscout site is up"),
     ("Nightscout last_uploaded_entry 401", "Nightscout refused NS_SECRET: use the API_SECRET of your Nightscout site"),
     ("did not answer within the sync's time limit",
@@ -482,7 +484,8 @@ SENTENCES = {name: string.Template(text) for name, text in {
     "not configured": "Set $missing: syncs are refused until they are set.",
     "database failing": "The database is failing$detail; Data Connector deliveries are refused with 503 until it "
                         "works again. $advice",
-    "paused": CREDENTIALS_REFUSED + ". Timed syncs wait until $until; once the password is right, $manual tries "
+    "paused": CREDENTIALS_REFUSED + ". Timed syncs and monitor pings wait until $until (each failed login counts "
+                                    "toward Tandem's account lockout); once the credentials are right, $manual tries "
                                     "again at once.",
     "stale": "No successful sync $since, more than $limit minutes (TCONNECTSYNC_HEROKU_STALE_MINS): /healthz "
              "answers 503. $why",
@@ -495,7 +498,7 @@ SENTENCES = {name: string.Template(text) for name, text in {
     "idle": "Ready: no sync has run yet. $first",
     "first_timer": "The timer starts the first one in a few seconds.",
     "first_no_timer": "There is no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS), so syncs run when /run is called.",
-    "next_paused": "paused until $until: $reason (a manual /run tries again now)",
+    "next_paused": "paused until $until: $reason (Sync now tries again at once)",
     "next_after_current": "after the current sync",
     "next_no_timer": "no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS is unset or 0): syncs run when /run is called",
     "next_waits": "none: the timer waits for the missing settings",

@@ -116,8 +116,13 @@ def _bound_requests_io(requests) -> None:
 
 
 BUSY = "a sync is already running"
-CREDENTIALS_REFUSED = "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD"
+CREDENTIALS_REFUSED = ("Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL, TCONNECT_PASSWORD and "
+                       "TCONNECT_REGION")  # a wrong region gets the same 401
 CREDENTIALS_PAUSE_SECS = 6 * 3600  # every login attempt counts toward Tandem's account lockout
+PAUSED = "paused until"  # how the reason a paused sync did not start begins
+# What the pause holds: what starts unasked, the timer and a monitor's /run ping (every 5 minutes: 288 failed logins a
+# day, the road to a locked account). A person's Sync now, /update, a login check or the CLI still try at once.
+PAUSE_HOLDS = ("timer", "run")
 
 
 def host_of(url: str) -> str:
@@ -151,9 +156,9 @@ class Syncer:
 
     # starting and waiting
     def start(self, trigger: str, kind: str = "sync", days: int = 1, pretend: bool = False,
-              features: tuple[str, ...] | None = None) -> tuple[Run | None, str | None]:
+              features: tuple[str, ...] | None = None, by_person: bool = False) -> tuple[Run | None, str | None]:
         """Start a run in the background: (new run, None); (running run, BUSY), its run None if another
-        process runs it; or (None, why not)."""
+        process runs it; or (None, why not). by_person: the page's Sync now, which a credential pause lets through."""
         with self._lock:
             if self.closed:
                 return None, "the service is shutting down"
@@ -162,8 +167,10 @@ class Syncer:
             if self.current:
                 return self.current, BUSY
             now = self.clock()
-            if trigger == "timer" and self.paused_until and now < self.paused_until:
-                return None, f"paused until {iso(self.paused_until)}: {CREDENTIALS_REFUSED}"
+            if trigger in PAUSE_HOLDS and not by_person and self.paused_until and now < self.paused_until:
+                return None, (f"{PAUSED} {iso(self.paused_until)}: {CREDENTIALS_REFUSED}. Timed syncs and /run wait "
+                              "until then; once the credentials are right, press Sync now on the status page opened "
+                              "with the secret, call /update, or restart the service")
             release = self._take_sync_lock()
             if release is None:
                 return None, BUSY
@@ -373,7 +380,7 @@ class SyncTimer:
     def next_delay(self) -> float:
         """interval x 2^(failures-1) after consecutive failures, capped at an hour; longer while paused."""
         failures, paused_until = self.syncer.consecutive_failures, self.syncer.paused_until
-        if paused_until:  # look again when the pause ends, or within the hour if a manual /run lifted it
+        if paused_until:  # look again when the pause ends, or within the hour if a person's sync lifted it
             return max(self.interval, min(MAX_BACKOFF_SECS, paused_until - self.syncer.clock()))
         if not failures:
             return self.interval

@@ -29,7 +29,7 @@ from tcsync.request import (
 )
 from tcsync.settings import Settings
 from tcsync.store import Store, StoreError
-from tcsync.sync import BUSY, Syncer, SyncTimer
+from tcsync.sync import BUSY, PAUSED, Syncer, SyncTimer
 
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 MAX_DELIVERY_BYTES = 64 * 1024
@@ -48,7 +48,7 @@ class App:
         self.clock, self.timer, self.verify_clock = clock, timer, verify_clock
         self.versions = _versions()
         # The pump's zone; UTC while none is named (syncs wait for it; the page says its times are in UTC).
-        self.tz = zoneinfo.ZoneInfo(settings.timezone_name) if settings.timezone_name else dt.timezone.utc
+        self.tz = zoneinfo.ZoneInfo(settings.timezone_name) if settings.timezone_name else dt.UTC
         self._deliveries = 0
         self._page_data: PageData | None = None
         self._public_page: tuple[float, tuple, bytes] | None = None  # (monotonic time, what it shows, the page)
@@ -138,13 +138,17 @@ class App:
         params = request.params()
         check_params(params, ("days", "pretend", "features", "then"))
         back = self._back_to_page(params)
-        run, why_not = self.syncer.start("run", **sync_options(params, self.settings.allowed_features))
+        # Only the page's Sync now (a person, with then=) gets past a credential pause; a monitor's ping does not.
+        run, why_not = self.syncer.start("run", by_person=back is not None,
+                                         **sync_options(params, self.settings.allowed_features))
         if back:  # the status page's Sync now: back to the page, which shows the run (or why none started)
             return Response(303, b"See the status page.\n", headers=(("Location", back),))
         if not why_not:
             return json_response(202, {"started": True, "run_id": run.id})
         if why_not == BUSY:
             return json_response(202, {"started": False, "reason": why_not, "run_id": run and run.id})
+        if why_not.startswith(PAUSED):  # nothing is broken here: the monitor has nothing to report
+            return json_response(202, {"started": False, "reason": why_not})
         return json_response(503, {"started": False, "reason": why_not})
 
     def _back_to_page(self, params: dict[str, str]) -> str | None:

@@ -220,8 +220,9 @@ def test_not_configured(tmp_path, tabs):
             for tab in tabs:
                 page = tab.open(address)
                 assert page.text_content("#state") == "not configured"
-                assert page.text_content(".sentence") == ("Set TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET, TIMEZONE_NAME: "
-                                                          "syncs are refused until they are set.")
+                assert page.text_content(".sentence") == (
+                    "Set TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET, TIMEZONE_NAME: syncs are refused until "
+                    "they are set.")
                 assert page.evaluate(MARK_COUNT) == 0
                 tab.check("not-configured")
     finally:

@@ -136,7 +136,7 @@ def test_wrong_password_fails_the_run_with_a_clear_reason(make_app, tandem):
         assert status == 502
         [run] = runs_of(address)
     assert run["error"] == ("Tandem Source refused the credentials (HTTP 401): "
-                            "check TCONNECT_EMAIL and TCONNECT_PASSWORD")
+                            "check TCONNECT_EMAIL, TCONNECT_PASSWORD and TCONNECT_REGION")
     assert tandem.login_attempts == 1
     assert_no_secret(body, *log)
 
@@ -261,7 +261,8 @@ def test_cli_with_missing_settings_exits_2(tmp_path):
                           env={"PATH": os.environ["PATH"], "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db")},
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    assert done.stderr == "tcsync_wsgi: missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET, TIMEZONE_NAME\n"
+    assert done.stderr == ("tcsync_wsgi: missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET, "
+                           "TIMEZONE_NAME\n")
 
 
 def test_shutdown_marks_a_run_that_outlives_the_grace_interrupted(make_app, nightscout):

@@ -20,6 +20,7 @@ from pg_server import free_port
 from test_receiver import body_for, sign
 
 import tcsync_wsgi
+from tcsync.readings import iso
 from tcsync.sync import CREDENTIALS_REFUSED, SyncTimer
 
 ALL_SECRETS = (PASSWORD, NS_SECRET, hashlib.sha1(NS_SECRET.encode()).hexdigest(), SERVICE_SECRET, DT_SECRET)
@@ -152,6 +153,34 @@ def test_refused_credentials_pause_the_timer_until_a_manual_run(make_app, tandem
         assert app.syncer.paused_until is None
         assert "paused until" not in request(address, "GET", "/")[2].decode()
     app.timer.stop()
+    assert tandem.login_attempts == 2
+
+
+def test_monitor_pings_do_not_log_in_while_refused_credentials_pause_syncs_but_sync_now_does(make_app, tandem):
+    """Each login attempt counts toward Tandem's account lockout: a monitor pinging /run every 5 minutes would
+    make 288 a day. After the first refusal only a person's Sync now (or /update) tries again."""
+    tandem.password = "changed-on-tandem"
+    app, _ = make_app()
+    with served(app) as address:
+        assert request(address, "GET", "/run", bearer())[0] == 202  # the first ping tries, and Tandem refuses
+        wait_for(lambda: runs_of(address)[0]["outcome"] == "failed")
+        assert tandem.login_attempts == 1
+        until = iso(app.syncer.paused_until)
+        for i in range(10):
+            method = ("GET", "HEAD", "POST")[i % 3]
+            status, _, body = request(address, method, "/run", bearer())
+            assert status == 202, (method, body)
+            if method != "HEAD":
+                assert json.loads(body) == {"started": False, "reason": (
+                    f"paused until {until}: {CREDENTIALS_REFUSED}. Timed syncs and /run wait until then; once the "
+                    "credentials are right, press Sync now on the status page opened with the secret, call /update, "
+                    "or restart the service")}
+        assert tandem.login_attempts == 1 and len(runs_of(address)) == 1
+
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, headers, _ = request(address, "POST", "/run", form, f"secret={SERVICE_SECRET}&then=/".encode())
+        assert (status, headers["Location"]) == (303, "/")  # the page's Sync now: a person asked, it tries at once
+        wait_for(lambda: len(runs_of(address)) == 2 and runs_of(address)[0]["outcome"] == "failed")
     assert tandem.login_attempts == 2
 
 

@@ -311,14 +311,18 @@ def test_paused_says_until_when_and_how_to_retry_and_then_what_failed(make_app, 
     assert sync(app).error == CREDENTIALS_REFUSED
     assert state_of(call(app)[2]) == "paused"
     assert sentence_of(call(app, headers=bearer())[2]) == (
-        "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD. Timed syncs "
-        "wait until 09:00 (in 6 h); once the password is right, pressing Sync now tries again at once.")
+        "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL, TCONNECT_PASSWORD and "
+        "TCONNECT_REGION. Timed syncs and monitor pings wait until 09:00 (in 6 h) (each failed login counts toward "
+        "Tandem's account lockout); once the credentials are right, pressing Sync now tries again at once.")
+    assert sentence_of(call(app)[2]).endswith("once the credentials are right, Sync now on the page opened with the "
+                                              "secret tries again at once.")
     now[0] += 6 * 3600 + 60  # the pause is over: the timer tries again, and the page says what failed last
     page = call(app, headers=bearer())[2]
     assert state_of(page) == "stale" and b"paused until" not in page
     assert sentence_of(page).endswith("The last sync failed at 03:00 (6 h ago): Tandem Source refused the credentials "
-                                      "(HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD. Log in at Tandem Source "
-                                      "with the same email and password to check them.")
+                                      "(HTTP 401): check TCONNECT_EMAIL, TCONNECT_PASSWORD and TCONNECT_REGION. Log in "
+                                      "at Tandem Source with the same email and password to check them, and check that "
+                                      "TCONNECT_REGION is the region of your account (US, or EU for a European one).")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
