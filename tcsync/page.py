@@ -474,7 +474,9 @@ FAILURE_ADVICE = (  # a sync's error -> what to do, as the README's Troubleshoot
      "Usually a temporary outage; the next sync tries again. Raise the limit if it keeps happening"),
     ("could not reach Tandem Source", "Usually a temporary outage; the next sync tries again"),
     ("503 response", "Nightscout is down or restarting; the next sync tries again, nothing needs restarting"),
-    ("tconnectsync refused its settings", "The line just before it in the service's log says which setting"),
+    ("tconnectsync refused its settings",
+     "Fix that setting in the Config Vars or the settings file; tconnectsync also reads a .env file in the service's "
+     "folder, which this service does not check"),
 )
 DATABASE_ADVICE = {
     "sqlite": "Stop the service, move the damaged file away, and start again: a new file is made.",

@@ -283,30 +283,49 @@ class Syncer:
         """Import tconnectsync once, after our own checks, and bound its HTTP calls."""
         if self._tc is None:
             os.environ.setdefault("CACHE_CREDENTIALS", "false")
-            try:
-                import requests
-                from tconnectsync import secret
-                from tconnectsync.api import TConnectApi
-                from tconnectsync.check import check_login
-                from tconnectsync.nightscout import NightscoutApi
-                from tconnectsync.sync.tandemsource.heroku_helpers import run_oneshot
-            except SystemExit as e:
-                raise RuntimeError(f"tconnectsync refused its settings at import (exit {e.code})") from None
+            tc = self._import_tconnectsync()
             # check_login reads these from tconnectsync.secret; make them ours.
             s = self.settings
-            secret.TCONNECT_EMAIL, secret.TCONNECT_PASSWORD = s.tconnect_email, s.tconnect_password
-            secret.NS_URL, secret.NS_SECRET = s.ns_url, s.ns_secret
-            _bound_requests_io(requests)
+            tc.secret.TCONNECT_EMAIL, tc.secret.TCONNECT_PASSWORD = s.tconnect_email, s.tconnect_password
+            tc.secret.NS_URL, tc.secret.NS_SECRET = s.ns_url, s.ns_secret
+            _bound_requests_io(tc.requests)
             logger = logging.getLogger("tconnectsync")
             logger.setLevel(logging.INFO)  # DEBUG would log tokens
             logger.propagate = False
             for old in [h for h in logger.handlers if isinstance(h, _TconnectsyncLogHandler)]:
                 logger.removeHandler(old)  # one service per process; in tests, the newest one
             logger.addHandler(_TconnectsyncLogHandler(self.log, self._captures))
-            self._tc = argparse.Namespace(requests=requests, secret=secret, TConnectApi=TConnectApi,
-                                          NightscoutApi=NightscoutApi, check_login=check_login,
-                                          run_oneshot=run_oneshot)
+            self._tc = tc
         return self._tc
+
+    def _import_tconnectsync(self) -> argparse.Namespace:
+        """tconnectsync's parts. It reads its own settings as it is imported (also from a .env file, which we do not
+        check) and prints and exits on a bad one: what it prints goes to this run's log and, as one line, to ours,
+        before the run's line; a refusal becomes the run's error, in its words."""
+        lines = self._captures.by_thread.get(threading.get_ident(), [])
+        start, refused = len(lines), None
+        real_stdout, sys.stdout = sys.stdout, _ThreadStdout(sys.stdout, self._captures)
+        try:
+            import requests
+            from tconnectsync import secret
+            from tconnectsync.api import TConnectApi
+            from tconnectsync.check import check_login
+            from tconnectsync.nightscout import NightscoutApi
+            from tconnectsync.sync.tandemsource.heroku_helpers import run_oneshot
+
+            tc = argparse.Namespace(requests=requests, secret=secret, TConnectApi=TConnectApi,
+                                    NightscoutApi=NightscoutApi, check_login=check_login, run_oneshot=run_oneshot)
+        except SystemExit as e:
+            refused = e
+        finally:
+            sys.stdout = real_stdout
+        said = "; ".join(line.strip().removeprefix("Error: ") for line in "".join(lines[start:]).splitlines()
+                         if line.strip())
+        if said:
+            self.log("error" if refused else "info", event="tconnectsync.import", said=said)
+        if refused:
+            raise RuntimeError(f"tconnectsync refused its settings at import: {said or f'exit {refused.code}'}")
+        return tc
 
     def _get_clients(self):
         # One pair for the life of the process: Tandem sees one login per token lifetime.
