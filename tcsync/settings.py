@@ -40,7 +40,7 @@ class Settings:
     sync_timeout_secs: float = 120.0
     stale_mins: float = 60.0
     host: str = "0.0.0.0"
-    port: int = 5000
+    port: int | None = 5000  # None: PORT or LISTEN_PORT is no port (a problem the web cannot serve past)
     connection_limit: int | None = None  # None: as many as the open-files limit allows (connection_limit())
     channel_timeout_secs: int = 30
     tconnect_email: str = ""
@@ -51,7 +51,9 @@ class Settings:
     timezone_name: str = ""  # the pump's zone; "" while neither TIMEZONE_NAME nor TZ names one (a missing setting)
     dt_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     temperature_range: tuple[float, float] | None = None  # °C; the status page marks readings outside it
+    on_heroku: bool = False  # DYNO is set: the dyno's disk, and a SQLite file on it, is wiped at every restart
     missing: tuple[str, ...] = ()  # sync settings not given: syncs are refused, the web stays up
+    problems: tuple[str, ...] = ()  # unusable settings (read_settings): the web serves a page naming them, nothing else
 
     def secret_values(self) -> list[str]:
         """Every secret value that must never leave the process."""
@@ -88,6 +90,12 @@ def _whole_number(env, name: str, default: int | None, problems: list[str]) -> i
     return default
 
 
+def without_value(problem: str) -> str:
+    """A problem without the value it quotes, for the public page: every problem names its setting first, and one
+    that quotes the value it got (a pump serial, a Nightscout host) ends in ", got ..."."""
+    return problem.partition(", got ")[0]
+
+
 def is_digits(text: str) -> bool:
     """ASCII digits only (str.isdigit() also says yes to '²', which int() refuses)."""
     return re.fullmatch(r"[0-9]+", text) is not None
@@ -112,6 +120,15 @@ def parse_range(raw: str) -> tuple[float, float]:
 
 def load_settings(env=None) -> Settings:
     """Read and validate the environment; raises SettingsError listing every problem."""
+    settings = read_settings(env)
+    if settings.problems:
+        raise SettingsError(list(settings.problems))
+    return settings
+
+
+def read_settings(env=None) -> Settings:
+    """Read and validate the environment: every problem in .problems, each unusable value replaced by its default
+    (an unusable secret by none), so that a web start can still serve a page naming them."""
     env = os.environ if env is None else env
     problems: list[str] = []
     interval = _number(env, "TCONNECTSYNC_HEROKU_INTERVAL_MINS", 0.0, problems, positive=False)
@@ -125,9 +142,8 @@ def load_settings(env=None) -> Settings:
     ns_url = _ns_url(env, problems)
     database_url = _database_url(env, problems)
     temperature_range = _temperature_range(env, problems)
-    for name in ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"):
-        if 0 < len(env.get(name, "")) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log
-            problems.append(f"{name} must be at least {MIN_SECRET_CHARS} characters (or unset)")
+    secret, *dt_secrets = (_secret(env, name, problems) for name in
+                           ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"))
     values = {
         "TCONNECT_EMAIL": env.get("TCONNECT_EMAIL", "").strip(),
         "TCONNECT_PASSWORD": env.get("TCONNECT_PASSWORD", ""),
@@ -135,10 +151,8 @@ def load_settings(env=None) -> Settings:
         "NS_SECRET": env.get("NS_SECRET", "") or env.get("API_SECRET", ""),
         "TIMEZONE_NAME": tz_name,  # no default: a wrong zone shifts every treatment in Nightscout by hours
     }
-    if problems:
-        raise SettingsError(problems)
     return Settings(
-        secret=env.get("TCONNECTSYNC_HEROKU_SECRET", ""),
+        secret=secret,
         interval_mins=interval,
         features=features,
         allowed_features=allowed,
@@ -156,11 +170,20 @@ def load_settings(env=None) -> Settings:
         ns_url=ns_url,
         ns_secret=values["NS_SECRET"],
         timezone_name=tz_name,
-        dt_secrets=tuple(s for s in (env.get("DT_SIGNATURE_SECRET", ""),
-                                     env.get("DT_SIGNATURE_SECRET_PREVIOUS", "")) if s),
+        dt_secrets=tuple(s for s in dt_secrets if s),
         temperature_range=temperature_range,
+        on_heroku=bool(env.get("DYNO", "").strip()),
         missing=tuple(name for name, value in values.items() if not value),
+        problems=tuple(problems),
     )
+
+
+def _secret(env, name: str, problems: list[str]) -> str:
+    value = env.get(name, "")
+    if 0 < len(value) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log: none instead
+        problems.append(f"{name} must be at least {MIN_SECRET_CHARS} characters (or unset)")
+        return ""
+    return value
 
 
 def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -177,13 +200,13 @@ def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...
     return features, allowed
 
 
-def _port(env, problems: list[str]) -> int:
+def _port(env, problems: list[str]) -> int | None:
     port_name = "PORT" if env.get("PORT", "").strip() else "LISTEN_PORT"
     port_raw = env.get(port_name, "").strip() or "5000"
-    port = int(port_raw) if is_digits(port_raw) else -1
-    if not 0 <= port <= 65535:
-        problems.append(f"{port_name} must be a TCP port number, got {port_raw!r}")
-    return port
+    if is_digits(port_raw) and int(port_raw) <= 65535:
+        return int(port_raw)
+    problems.append(f"{port_name} must be a TCP port number, got {port_raw!r}")
+    return None
 
 
 def _tandem(env, problems: list[str]) -> tuple[str, str]:

@@ -130,6 +130,20 @@ def host_of(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
 
 
+def check_verdict(output: str) -> str:
+    """What tconnectsync's login check found wrong, in one line: each side's exception, as its output ends it
+    ('Tandem Source: ApiException: Error sending POST to login_api_url: ... (HTTP 401)')."""
+    found = []
+    for side, marker in (("Tandem Source", "Error occurred querying Tandem Source:"),
+                         ("Nightscout", "Error occurred querying Nightscout API:")):
+        section = output.partition(marker)[2].partition("\n-----")[0]
+        if marker in output:  # a traceback follows: its last unindented line is the exception it ended with
+            lines = [line for line in section.splitlines() if line.strip() and not line.startswith(" ")]
+            name, colon, message = (lines[-1] if lines else "an error").partition(": ")
+            found.append(f"{side}: {name.rpartition('.')[2]}{colon}{message}")
+    return "; ".join(found) or "see its output"
+
+
 class Syncer:
     """Runs syncs and checks one at a time, in background threads, recording each as a Run."""
 
@@ -277,7 +291,7 @@ class Syncer:
                     pass
         output = "".join(run.log)
         if "No API errors returned!" not in output:
-            run.outcome, run.error = "failed", "the login check found errors (see its output)"
+            run.outcome, run.error = "failed", f"the login check found errors: {check_verdict(output)}"[:500]
 
     def _tconnectsync(self):
         """Import tconnectsync once, after our own checks, and bound its HTTP calls."""

@@ -15,6 +15,7 @@ from conftest import NS_SECRET, PASSWORD, SERVICE_SECRET, LogLines, call, servic
 
 import tcsync.settings
 import tcsync_wsgi
+from tcsync.web import SettingsProblemsApp
 from tcsync.log import Log, Redactor
 from tcsync.receiver import secret_matches
 from tcsync.store import Store, open_store
@@ -135,16 +136,40 @@ def test_our_feature_list_is_tconnectsyncs():
     assert tcsync.settings.DEFAULT_FEATURES == tuple(DEFAULT_FEATURES)
 
 
-@pytest.mark.parametrize(("env", "needle"), [
-    ({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "abc"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
-    ({"TCONNECTSYNC_HEROKU_DB": "/proc/no/such/dir/x.sqlite3"}, "cannot use the database /proc/no/such/dir/x.sqlite3"),
+@pytest.mark.parametrize(("verb", "env", "needle"), [
+    # a bad setting keeps the web up (tests/test_faults.py); the CLI still stops
+    (["sync"], {"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "abc"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
+    ([], {"TCONNECTSYNC_HEROKU_DB": "/proc/no/such/dir/x.sqlite3"},
+     "cannot use the database /proc/no/such/dir/x.sqlite3"),
 ])
-def test_bad_configuration_stops_the_process_with_status_2_and_one_line(tmp_path, env, needle):
-    done = subprocess.run([sys.executable, tcsync_wsgi.__file__], env={"PATH": "/usr/bin:/bin", **env},
+def test_bad_configuration_stops_the_process_with_status_2_and_one_line(tmp_path, verb, env, needle):
+    done = subprocess.run([sys.executable, tcsync_wsgi.__file__, *verb], env={"PATH": "/usr/bin:/bin", **env},
                           cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert needle in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_with_settings_problems_every_route_answers_validly_and_nothing_is_opened(tmp_path):
+    settings = tcsync.settings.read_settings({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "five",
+                                              "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET,
+                                              "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db")})
+    assert settings.problems == ("TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number of at least 0, got 'five'",)
+    app = tcsync_wsgi.create_app(settings, log=Log(LogLines()))
+    assert isinstance(app, SettingsProblemsApp) and not (tmp_path / "db").exists()
+    expected = {("GET", "/"): 200, ("HEAD", "/"): 200, ("GET", "/manifest.webmanifest"): 200, ("GET", "/icon.png"): 200,
+                ("GET", "/healthz"): 503, ("HEAD", "/healthz"): 503, ("POST", "/"): 503, ("GET", "/run"): 503,
+                ("GET", "/update"): 503, ("POST", "/check_login"): 503, ("GET", "/runs"): 503,
+                ("GET", "/events"): 503, ("GET", "/events.ndjson"): 503, ("GET", "/sensors"): 503,
+                ("GET", "/nope"): 404, ("PUT", "/"): 405}
+    for (method, path), status in expected.items():
+        assert call(app, method, path, headers=auth())[0] == status, (method, path)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    page = call(app, "POST", "/", headers=form, body=f"secret={SERVICE_SECRET}".encode())[2]
+    assert b"got &#x27;five&#x27;" in page and b'http-equiv="refresh"' not in page
+    assert b"The secret is wrong" in call(app, "POST", "/", headers=form, body=b"secret=not-it-at-all")[2]
+    app.stop()
+    app.close(0)
 
 
 def test_a_taken_port_stops_the_process_with_status_2(tmp_path):
@@ -387,7 +412,7 @@ def test_a_near_miss_secret_gets_the_public_answer_of_public_routes(make_app, ni
     public = call(app, path=path)[2]
     with_secret = call(app, path=path, headers=auth())[2]
     assert b"last_uploaded_entry 503" in with_secret and b"last_uploaded_entry 503" not in public
-    note = b'<p class="note">The secret in the address is wrong: this is the page without it.</p>'
+    note = b'<p class="note">The secret is wrong: this is the page without it.</p>'
     for secret in NEAR_MISSES:
         assert call(app, path=path, headers=auth(secret))[2] == public, secret
         by_address = call(app, path=path, query=f"secret={urllib.parse.quote(secret)}")[2]
