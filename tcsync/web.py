@@ -164,8 +164,9 @@ class App:
         params = request.params()
         check_params(params, ("days", "pretend", "features", "then"))
         then = self._then(params)
-        # Only the page's Sync now (a person, with then=) gets past a credential pause; a monitor's ping does not.
-        run, why_not = self.syncer.start("run", by_person=then is not None,
+        # Only the page's Sync now (a person: a POST with then=) gets past a credential pause; a monitor's ping, by
+        # GET, HEAD or POST, does not.
+        run, why_not = self.syncer.start("run", by_person=then is not None and request.method == "POST",
                                          **sync_options(params, self.settings.allowed_features))
         if then:  # the status page's Sync now: back to the page, which shows the run (or why none started)
             return self._back_to_page(request, then)

@@ -177,6 +177,8 @@ def test_monitor_pings_do_not_log_in_while_refused_credentials_pause_syncs_but_s
                     "credentials are right, press Sync now on the status page opened with the secret, call /update, "
                     "or restart the service")}
         assert tandem.login_attempts == 1 and len(runs_of(address)) == 1
+        assert request(address, "GET", "/run?then=/", bearer())[0] == 303  # a GET is a ping, whatever it says
+        assert len(runs_of(address)) == 1 and tandem.login_attempts == 1
 
         form = {"Content-Type": "application/x-www-form-urlencoded"}
         status, headers, _ = request(address, "POST", "/run", form, f"secret={SERVICE_SECRET}&then=/".encode())
