@@ -136,11 +136,12 @@ def check_verdict(output: str) -> str:
     found = []
     for side, marker in (("Tandem Source", "Error occurred querying Tandem Source:"),
                          ("Nightscout", "Error occurred querying Nightscout API:")):
-        section = output.partition(marker)[2].partition("\n-----")[0]
-        if marker in output:  # a traceback follows: its last unindented line is the exception it ended with
-            lines = [line for line in section.splitlines() if line.strip() and not line.startswith(" ")]
-            name, colon, message = (lines[-1] if lines else "an error").partition(": ")
-            found.append(f"{side}: {name.rpartition('.')[2]}{colon}{message}")
+        if marker not in output:
+            continue
+        traceback = output.partition(marker)[2].partition("\n-----")[0]  # its last unindented line: the exception
+        lines = [line for line in traceback.splitlines() if line.strip() and not line.startswith(" ")]
+        name, colon, message = (lines[-1] if lines else "an error").partition(": ")
+        found.append(f"{side}: {name.rpartition('.')[2]}{colon}{message}")
     return "; ".join(found) or "see its output"
 
 

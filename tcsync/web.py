@@ -437,7 +437,7 @@ class SettingsProblemsApp(App):
     /healthz, syncs, deliveries and data answer 503. It opens no store and runs nothing, so a wrong setting can do no
     harm; on Heroku the app stays up instead of crashing in a loop behind an "Application error" page."""
 
-    timer = None
+    timer = None  # serve() starts none
 
     def __init__(self, settings: Settings, log: Log):
         self.settings, self.log, self.versions = settings, log, _versions()
@@ -445,8 +445,10 @@ class SettingsProblemsApp(App):
 
     def dispatch(self, request: Request) -> Response:
         handler = self.handler_for(request)
-        if handler in (self.status_page, self.manifest, self.icon) or (request.path == "/" and is_secret_form(request)):
-            return handler(request)  # the page (also from its secret form), and what "Add to Home Screen" fetches
+        if handler in (self.manifest, self.icon):  # what "Add to Home Screen" fetches
+            return handler(request)
+        if handler == self.status_page or (handler == self.post_to_page and is_secret_form(request)):
+            return self.status_page(request)
         if handler == self.healthz:
             problems = {"problems": list(self.settings.problems)} if self._is_authorized(request) else {}
             return json_response(503, {"status": "settings", "message": PROBLEMS_MESSAGE, **problems})
