@@ -450,11 +450,20 @@ def header_notes(view: PageView) -> Markup:
     return join((view.drawn.alerts, fill(PARTS["storage"]) if storage else Markup()))
 
 
-def footer_html(receiver: Markup, versions: str, zone: Markup, answers_post: bool, secret_form: bool) -> Markup:
-    """The receiver's state, the versions, the time zone, whether the page refreshes, and the secret form."""
+def footer_html(receiver: Markup, versions: str, zone: Markup, answers_post: bool, form_shows: str) -> Markup:
+    """The receiver's state, the versions, the time zone, whether the page refreshes, and the secret form saying
+    what the secret shows ("": no form)."""
     return fill(PARTS["footer"], receiver=receiver, versions=versions, zone=zone,
                 refreshes=SENTENCES["no_refresh" if answers_post else "refreshes"].template,
-                secret_form=fill(PARTS["secret_form"]) if secret_form else Markup())
+                secret_form=fill(PARTS["secret_form"], what=form_shows) if form_shows else Markup())
+
+
+def frame(state: str, sentence: Markup, answers_post: bool, **parts: Markup) -> str:
+    """The page around the parts given (the others empty): the state's badge and tab icon, its sentence, and a
+    reload every minute unless it answers a form (it would come back without the secret)."""
+    empty = dict.fromkeys(("alerts", "wrong_secret", "buttons", "facts", "syncs", "sensors", "runs", "footer"), "")
+    return fill(STATUS_PAGE, state=state, state_class=state.replace(" ", "-"), sentence=sentence, icon=tab_icon(state),
+                refresh=Markup() if answers_post else fill(PARTS["refresh"]), **{**empty, **parts})
 
 
 def render_status(view: PageView) -> str:
@@ -464,20 +473,19 @@ def render_status(view: PageView) -> str:
     versions = f"tcsync_wsgi {__version__}"
     if view.authorized:
         versions += f"; {view.versions}; database {view.store_where}"
+    zone = fill(SENTENCES["zone"], zone=view.zone) if view.zone else fill(SENTENCES["zone_unset"])
+    form_shows = "why syncs fail, the recent runs, Sync now and Check login" if view.secret and not view.authorized \
+        else ""
     # The buttons come back to a page like this one: with the secret in its address only if it had it there.
     then = "page" if view.answers_post else "/?secret" if view.secret_in_address else "/"
-    return fill(STATUS_PAGE, state=state, state_class=state.replace(" ", "-"), sentence=sentence,
-                icon=tab_icon(state),
-                refresh=Markup() if view.answers_post else fill(PARTS["refresh"]),
-                alerts=header_notes(view), facts=facts_html(view),
-                syncs=fill(PARTS["syncs"], strip=data.strip,
-                           summary=data.summary_with_errors if view.authorized else data.summary),
-                sensors=fill(PARTS["sensors"], cards=data.cards) if view.receiver_on else Markup(),
-                runs=runs_html(view), footer=footer_html(
-                    receiver_text(view), versions, fill(SENTENCES["zone"], zone=view.zone) if view.zone else
-                    fill(SENTENCES["zone_unset"]), view.answers_post, bool(view.secret) and not view.authorized),
-                wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup(),
-                buttons=fill(PARTS["buttons"], secret=view.secret, then=then) if view.authorized else Markup())
+    return frame(state, sentence, view.answers_post, alerts=header_notes(view), facts=facts_html(view),
+                 syncs=fill(PARTS["syncs"], strip=data.strip,
+                            summary=data.summary_with_errors if view.authorized else data.summary),
+                 sensors=fill(PARTS["sensors"], cards=data.cards) if view.receiver_on else Markup(),
+                 runs=runs_html(view), footer=footer_html(receiver_text(view), versions, zone, view.answers_post,
+                                                          form_shows),
+                 wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup(),
+                 buttons=fill(PARTS["buttons"], secret=view.secret, then=then) if view.authorized else Markup())
 
 
 # -- while settings are unusable
@@ -504,13 +512,10 @@ def render_problems(view: ProblemsView) -> str:
     fix = fill(PARTS["problems"], items=items, elsewhere=Markup() if view.on_heroku else fill(PARTS["fix_elsewhere"]),
                values=fill(PARTS["values_with_secret"]) if offer_form else Markup())
     footer = footer_html(fill(SENTENCES["receiver_settings"]), f"tcsync_wsgi {__version__}" + (
-        f"; {view.versions}" if view.authorized else ""), Markup(), view.answers_post, offer_form)
-    return fill(STATUS_PAGE, state="settings", state_class="settings", sentence=fill(SENTENCES["settings"]),
-                icon=tab_icon("settings"),
-                refresh=Markup() if view.answers_post else fill(PARTS["refresh"]),
-                alerts=fix, facts=Markup(), syncs=Markup(),
-                sensors=Markup(), runs=Markup(), footer=footer, buttons=Markup(),
-                wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup())
+        f"; {view.versions}" if view.authorized else ""), Markup(), view.answers_post,
+        "the value each setting got" if offer_form else "")
+    return frame("settings", fill(SENTENCES["settings"]), view.answers_post, alerts=fix, footer=footer,
+                 wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup())
 
 
 # The words of the status page. $name is a value, escaped unless it is markup made by fill().
