@@ -47,7 +47,7 @@ class Settings:
     sync_timeout_secs: float = 120.0
     stale_mins: float = 60.0
     host: str = "0.0.0.0"
-    port: int = 5000
+    port: int | None = 5000  # None: PORT or LISTEN_PORT is no port (a problem the web cannot serve past)
     connection_limit: int | None = None  # None: as many as the open-files limit allows (connection_limit())
     channel_timeout_secs: int = 30
     header_timeout_secs: int = 10  # a request's headers must arrive within this long (nginx: client_header_timeout)
@@ -57,10 +57,12 @@ class Settings:
     tconnect_region: str = "US"
     ns_url: str = dataclasses.field(default="", repr=False)  # may hold a password: https://user:pass@host/
     ns_secret: str = dataclasses.field(default="", repr=False)
-    timezone_name: str = "America/New_York"
+    timezone_name: str = ""  # the pump's zone; "" while neither TIMEZONE_NAME nor TZ names one (a missing setting)
     dt_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     temperature_range: tuple[float, float] | None = None  # °C; the status page marks readings outside it
+    on_heroku: bool = False  # DYNO is set: the dyno's disk, and a SQLite file on it, is wiped at every restart
     missing: tuple[str, ...] = ()  # sync settings not given: syncs are refused, the web stays up
+    problems: tuple[str, ...] = ()  # unusable settings (read_settings): the web serves a page naming them, nothing else
 
     def secret_values(self) -> list[str]:
         """Every secret value that must never leave the process."""
@@ -102,6 +104,12 @@ def _whole_number(env, name: str, default: int | None, problems: list[str]) -> i
     return default
 
 
+def without_value(problem: str) -> str:
+    """A problem without the value it quotes, for the public page: every problem names its setting first, and one
+    that quotes the value it got (a pump serial, a Nightscout host) ends in ", got ..."."""
+    return problem.partition(", got ")[0]
+
+
 def is_digits(text: str) -> bool:
     """ASCII digits only (str.isdigit() also says yes to '²', which int() refuses)."""
     return re.fullmatch(r"[0-9]+", text) is not None
@@ -129,6 +137,15 @@ def parse_range(raw: str) -> tuple[float, float]:
 
 def load_settings(env=None) -> Settings:
     """Read and validate the environment; raises SettingsError listing every problem."""
+    settings = read_settings(env)
+    if settings.problems:
+        raise SettingsError(list(settings.problems))
+    return settings
+
+
+def read_settings(env=None) -> Settings:
+    """Read and validate the environment: every problem in .problems, each unusable value replaced by its default
+    (an unusable secret by none), so that a web start can still serve a page naming them."""
     env = os.environ if env is None else env
     problems: list[str] = []
     interval = _number(env, "TCONNECTSYNC_HEROKU_INTERVAL_MINS", 0.0, problems, MAX_INTERVAL_MINS, positive=False)
@@ -144,19 +161,17 @@ def load_settings(env=None) -> Settings:
     ns_url = _ns_url(env, problems)
     database_url = _database_url(env, problems)
     temperature_range = _temperature_range(env, problems)
-    for name in ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"):
-        if 0 < len(env.get(name, "")) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log
-            problems.append(f"{name} must be at least {MIN_SECRET_CHARS} characters (or unset)")
+    secret, *dt_secrets = (_secret(env, name, problems) for name in
+                           ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"))
     values = {
         "TCONNECT_EMAIL": env.get("TCONNECT_EMAIL", "").strip(),
         "TCONNECT_PASSWORD": env.get("TCONNECT_PASSWORD", ""),
         "NS_URL": ns_url,
         "NS_SECRET": env.get("NS_SECRET", "") or env.get("API_SECRET", ""),
+        "TIMEZONE_NAME": tz_name,  # no default: a wrong zone shifts every treatment in Nightscout by hours
     }
-    if problems:
-        raise SettingsError(problems)
     return Settings(
-        secret=env.get("TCONNECTSYNC_HEROKU_SECRET", ""),
+        secret=secret,
         interval_mins=interval,
         features=features,
         allowed_features=allowed,
@@ -176,10 +191,11 @@ def load_settings(env=None) -> Settings:
         ns_url=ns_url,
         ns_secret=values["NS_SECRET"],
         timezone_name=tz_name,
-        dt_secrets=tuple(s for s in (env.get("DT_SIGNATURE_SECRET", ""),
-                                     env.get("DT_SIGNATURE_SECRET_PREVIOUS", "")) if s),
+        dt_secrets=tuple(s for s in dt_secrets if s),
         temperature_range=temperature_range,
+        on_heroku=bool(env.get("DYNO", "").strip()),
         missing=tuple(name for name, value in values.items() if not value),
+        problems=tuple(problems),
     )
 
 
@@ -187,6 +203,14 @@ def _deadlines(env, problems: list[str]) -> tuple[int, int]:
     """(seconds for a request's headers, seconds for its body after them): whole numbers, as the idle timeout."""
     return (_whole_number(env, "WAITRESS_HEADER_TIMEOUT_SECS", 10, problems),
             _whole_number(env, "WAITRESS_BODY_TIMEOUT_SECS", 30, problems))
+
+
+def _secret(env, name: str, problems: list[str]) -> str:
+    value = env.get(name, "")
+    if 0 < len(value) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log: none instead
+        problems.append(f"{name} must be at least {MIN_SECRET_CHARS} characters (or unset)")
+        return ""
+    return value
 
 
 def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -203,13 +227,13 @@ def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...
     return features, allowed
 
 
-def _port(env, problems: list[str]) -> int:
+def _port(env, problems: list[str]) -> int | None:
     port_name = "PORT" if env.get("PORT", "").strip() else "LISTEN_PORT"
     port_raw = env.get(port_name, "").strip() or "5000"
-    port = int(port_raw) if is_digits(port_raw) and len(port_raw) <= 5 else -1  # int() refuses 4 300 digits
-    if not 0 <= port <= 65535:
-        problems.append(f"{port_name} must be a TCP port number, got {port_raw[:40]!r}")
-    return port
+    if is_digits(port_raw) and len(port_raw) <= 5 and int(port_raw) <= 65535:  # int() refuses 4 300 digits
+        return int(port_raw)
+    problems.append(f"{port_name} must be a TCP port number, got {port_raw[:40]!r}")
+    return None
 
 
 HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}"
@@ -242,23 +266,32 @@ def _resolves(name: str) -> bool:
 
 
 def _tandem(env, problems: list[str]) -> tuple[str, str]:
-    """(region, time zone name). tconnectsync calls sys.exit(1) at import on these, or silently misbehaves: check
-    first."""
+    """(region, time zone name or ""). tconnectsync calls sys.exit(1) at import on these, or silently misbehaves
+    (it takes America/New_York when no zone is named): check first."""
     region = env.get("TCONNECT_REGION", "").strip() or "US"
     if region not in ("US", "EU"):
         problems.append(f"TCONNECT_REGION must be US or EU (capitals), got {region[:40]!r}")
     serial = env.get("PUMP_SERIAL_NUMBER", "").strip()
     if serial and not is_digits(serial):
         problems.append(f"PUMP_SERIAL_NUMBER must be the pump's serial number (digits), got {serial[:40]!r}")
-    tz_name = env.get("TIMEZONE_NAME", "").strip() or env.get("TZ", "").strip() or "America/New_York"
-    try:
-        zoneinfo.ZoneInfo(tz_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (Europe), a name too long
-        problems.append(f"TIMEZONE_NAME must be a time zone name like America/New_York, got {tz_name[:40]!r}")
+    tz_source = "TIMEZONE_NAME" if env.get("TIMEZONE_NAME", "").strip() else "TZ"
+    tz_name = env.get(tz_source, "").strip()
+    if tz_name and not _is_zone(tz_name):
+        problems.append(f"{tz_source} must be a time zone name like America/New_York"
+                        f"{' (or set TIMEZONE_NAME)' if tz_source == 'TZ' else ''}, got {tz_name[:40]!r}")
+        tz_name = ""
     cache = env.get("CACHE_CREDENTIALS", "").strip().lower()
     if cache in ("true", "1"):
         problems.append("CACHE_CREDENTIALS=true breaks tconnectsync 3.0.3's login; unset it or set it to false")
     return region, tz_name
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (Europe), a name too long
+        return False
+    return True
 
 
 def _ns_url(env, problems: list[str]) -> str:

@@ -361,7 +361,8 @@ def test_bad_settings_stop_the_cli_with_status_2_and_one_line(tmp_path):
 
 # 8. Headers and markup ----------------------------------------------------------------------
 
-CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; "
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; manifest-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; "
        "base-uri 'none'")
 
 

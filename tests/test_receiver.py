@@ -269,16 +269,16 @@ def test_status_page_counts_events_of_the_last_24_hours(make_app):
     app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: now[0])
     assert post(app, body_for("old-1", timestamp="2027-01-14T07:59:59Z"))[0] == 200
     now[0] = NOW
-    assert b'configured; 0 events in the last 24 h; last <time datetime="2027-01-14T07:59:59Z"' in call(app)[2]
+    assert b'on; 0 events in the last 24 h; last <time datetime="2027-01-14T07:59:59Z"' in call(app)[2]
     for event_id in ("new-1", "new-2", "new-1"):
         assert post(app, body_for(event_id))[0] == 200
-    assert b'configured; 2 events in the last 24 h; last <time datetime="2027-01-15T08:00:00Z"' in call(app)[2]
+    assert b'on; 2 events in the last 24 h; last <time datetime="2027-01-15T08:00:00Z"' in call(app)[2]
 
 
 def test_status_page_shows_the_receiver_state_not_contents(app):
     post(app, body_for("st-1", value="secret-reading-99"))
     page = call(app)[2]
-    assert b'configured; 1 events in the last 24 h; last <time datetime="2027-01-15T08:00:00Z"' in page
+    assert b'on; 1 events in the last 24 h; last <time datetime="2027-01-15T08:00:00Z"' in page
     assert b"secret-reading-99" not in page and b"st-1" not in page
 
 
