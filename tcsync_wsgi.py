@@ -17,10 +17,10 @@ from tcsync import __version__
 from tcsync.alerts import AlertWatch
 from tcsync.log import Log, Redactor
 from tcsync.server import make_server
-from tcsync.settings import Settings, SettingsError, load_settings, parse_features
+from tcsync.settings import Settings, parse_features, read_settings
 from tcsync.store import Store, StoreError, StoreUnreachable, open_store
 from tcsync.sync import Syncer, SyncTimer
-from tcsync.web import App
+from tcsync.web import App, SettingsProblemsApp
 
 SHUTDOWN_GRACE_SECS = 25
 
@@ -28,10 +28,13 @@ SHUTDOWN_GRACE_SECS = 25
 def create_app(settings: Settings, store: Store | None = None, syncer: Syncer | None = None,
                clock: Callable[[], float] | None = None, log: Log | None = None,
                timer: bool = False, verify_clock: Callable[[], float] | None = None) -> App:
-    """Build the service from its parts; tests pass their own store, clock or log writer."""
+    """Build the service from its parts; tests pass their own store, clock or log writer. With settings problems:
+    only the page naming them (no store is opened, nothing syncs)."""
     clock = clock or time.time
     log = log or Log()
     log.redact = Redactor(settings.secret_values())
+    if settings.problems:
+        return SettingsProblemsApp(settings, log)
     store = store or open_store(settings)
     syncer = syncer or Syncer(settings, store, log, clock)
     sync_timer = None
@@ -76,28 +79,25 @@ def serve(app: App) -> int:
         if stopping_at:
             return
         stopping_at.append(time.monotonic())
-        if app.timer:
-            app.timer.stop()
-        app.alerts.stop()
-        app.syncer.closed = True
+        app.stop()
         raise SystemExit(0)  # waitress.run() catches it and stops its workers
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     app.log(event="start", version=__version__, host=app.settings.host, port=server.effective_port,
             connection_limit=server.adj.connection_limit, channel_timeout=server.adj.channel_timeout,
-            io="poll" if server.adj.asyncore_use_poll else "select",
+            io="poll" if server.adj.asyncore_use_poll else "select", header_timeout=server.header_secs,
+            body_timeout=server.body_secs,
             timer_mins=app.settings.interval_mins if app.timer else 0,
             missing=",".join(app.settings.missing) or None)
-    if app.timer:
-        app.timer.start()
-    app.alerts.start()
+    if app.settings.problems:  # once, here: the page names them to whoever opens it
+        app.log("error", event="settings.problems", problems="; ".join(app.settings.problems),
+                fix="correct them (Heroku: Settings, Reveal Config Vars); meanwhile the status page names them and "
+                    "syncs and deliveries answer 503")
+    app.start()
     server.run()
-    unfinished = app.syncer.close(stopping_at[0] + SHUTDOWN_GRACE_SECS if stopping_at else time.monotonic())
-    if unfinished:
-        app.log("warn", event="run.interrupted", run_id=unfinished.id)
+    app.close(stopping_at[0] + SHUTDOWN_GRACE_SECS if stopping_at else time.monotonic())
     server.close()
-    app.store.close()
     app.log(event="stopped")
     return 0
 
@@ -114,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument("--pretend", action="store_true", help="read from Tandem, upload nothing")
     sync.add_argument("--features", help="comma list of tconnectsync features")
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as e:
-        print(f"tcsync_wsgi: cannot start: {e}", file=sys.stderr)
+    settings = read_settings()
+    web = args.verb in (None, "serve")
+    if settings.problems and (not web or settings.port is None):  # the web serves a page naming them, if it can
+        print(f"tcsync_wsgi: cannot start: {'; '.join(settings.problems)}", file=sys.stderr)
         return 2
     try:
-        app = create_app(settings, timer=args.verb in (None, "serve"))
+        app = create_app(settings, timer=web)
     except StoreUnreachable as e:  # it may come back: exit 1, so Heroku or systemd start us again
         print(f"tcsync_wsgi: cannot reach the database: {e}", file=sys.stderr)
         return 1
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             (settings.db_path, "set TCONNECTSYNC_HEROKU_DB")
         print(f"tcsync_wsgi: cannot use the database {where}: {e} ({hint})", file=sys.stderr)
         return 2
-    if args.verb in ("sync", "check"):
+    if not web:
         if settings.missing:
             print(f"tcsync_wsgi: missing settings: {', '.join(settings.missing)}", file=sys.stderr)
             return 2

@@ -1,6 +1,7 @@
 """tcsync: the parts of tcsync_wsgi, one module each, in the order data flows through them.
 
     settings, log     the bottom: the frozen Settings read once from the environment; logfmt lines, caps, redaction
+    homescreen        the icons: the tab's, and the manifest and PNG icon "Add to Home Screen" shows
     readings          what each Data Connector event type measures, its device and its own time (pure functions)
     store, postgres   runs and events; the writer thread (group commit); SQLite, or PostgreSQL with DATABASE_URL
     sync, receiver    syncs (one at a time, tconnectsync, the timer); a delivery's signature and event checks

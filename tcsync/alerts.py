@@ -266,7 +266,8 @@ class AlertWatch:
         self.settings, self.store, self.syncer, self.log, self.clock = settings, store, syncer, log, clock
         self.timer_on = timer_on  # syncs are expected (the sync timer runs): their failing is an alert
         self.book = AlertBook(store)
-        self.tz = zoneinfo.ZoneInfo(settings.timezone_name)
+        # the pump's zone for the announcements' words; UTC while none is named (the page says so too)
+        self.tz = zoneinfo.ZoneInfo(settings.timezone_name) if settings.timezone_name else dt.UTC
         self.announces = bool(settings.ns_alerts and settings.ns_url and settings.ns_secret)
         self._open: dict[tuple[str, str | None], Alert] = {}  # by (kind, device), as this process last read it
         self._judging = threading.Lock()  # one judge at a time in this process

@@ -11,10 +11,12 @@ import math
 import re
 
 from tcsync.readings import document_of, iso, readings_of
+from tcsync.receiver import MAX_ID_CHARS
 from tcsync.request import HTTPError
 from tcsync.store import EventQuery
 
 EVENT_FILTERS = ("type", "device", "since", "until")
+DEVICE_ID = re.compile(rf"[^/\s\x00]{{1,{MAX_ID_CHARS}}}")  # the last part of a targetName the receiver admits
 
 
 def time_param(params: dict[str, str], name: str) -> float | None:
@@ -35,11 +37,15 @@ def time_param(params: dict[str, str], name: str) -> float | None:
 
 
 def event_query(params: dict[str, str]) -> EventQuery:
-    """The event filters of /events and the exports."""
-    device = params.get("device")
-    if device is not None and not re.fullmatch(r"[^/\s]{1,200}", device):
+    """The event filters of /events and the exports, checked before any query: what no stored event can hold
+    (a NUL, more than MAX_ID_CHARS) is a 400 on both databases, not an error of one of them."""
+    event_type, device = params.get("type"), params.get("device")
+    if event_type is not None and (len(event_type) > MAX_ID_CHARS or "\x00" in event_type):
+        raise HTTPError(400, f"type must be an event type (at most {MAX_ID_CHARS} characters, no NUL),"
+                             f" got {event_type[:40]!r}")
+    if device is not None and not re.fullmatch(DEVICE_ID, device):
         raise HTTPError(400, f"device must be a device id (the last part of targetName), got {device[:40]!r}")
-    return EventQuery(params.get("type"), device, time_param(params, "since"), time_param(params, "until"))
+    return EventQuery(event_type, device, time_param(params, "since"), time_param(params, "until"))
 
 
 def encode_cursor(cursor: tuple[float, str]) -> str:
@@ -54,7 +60,7 @@ def cursor_param(params: dict[str, str]) -> tuple[float, str] | None:
     try:
         text = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
         event_time, event_id = text.split(" ", 1)
-        if math.isfinite(float(event_time)) and event_id:
+        if math.isfinite(float(event_time)) and 0 < len(event_id) <= MAX_ID_CHARS and "\x00" not in event_id:
             return float(event_time), event_id
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         pass
@@ -67,14 +73,15 @@ def ndjson_line(row: tuple) -> bytes:
     return (body.replace(b"\r", b" ").replace(b"\n", b" ") if b"\n" in body or b"\r" in body else body) + b"\n"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_HEADER = ("event_time", "received_at", "device", "name", "event_type", "value", "unit", "event_id")
 
 
 def csv_line(cells) -> bytes:
     out = io.StringIO()
-    # A spreadsheet runs a cell starting with = + - @ as a formula: text cells get a leading '.
-    csv.writer(out).writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c
-                              for c in cells])
+    # A spreadsheet runs a cell starting with = + - @ as a formula, and some skip a leading tab or carriage return
+    # before looking (OWASP's CSV injection list): text cells starting with any of them get a leading '.
+    csv.writer(out).writerow(["'" + c if isinstance(c, str) and c[:1] in FORMULA_STARTS else c for c in cells])
     return out.getvalue().encode()
 
 

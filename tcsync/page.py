@@ -23,7 +23,9 @@ from typing import Any
 
 from tcsync import __version__
 from tcsync.alerts import Alert, range_of
-from tcsync.readings import NUMERIC_KINDS, is_number, iso
+from tcsync.homescreen import tab_icon
+from tcsync.readings import NUMERIC_KINDS, is_number, iso, local_time
+from tcsync.settings import without_value
 from tcsync.store import SHARED_STATE_SECS, Store, StoreError
 from tcsync.sync import CREDENTIALS_REFUSED, Run
 
@@ -76,19 +78,29 @@ def age_text(seconds: float) -> str:
     return f"{text} ago" if seconds >= 0 else f"in {text}"
 
 
-def clock_text(ts: float, now: float, tz: dt.tzinfo) -> str:
-    """'14:05', 'yesterday 23:10', 'Nov 20 14:05': the time in the pump's zone, with the day unless it is today."""
-    local = dt.datetime.fromtimestamp(ts, tz)
-    days = (dt.datetime.fromtimestamp(now, tz).date() - local.date()).days
+def clock_text(ts: float | None, now: float, tz: dt.tzinfo) -> str:
+    """'14:05', 'yesterday 23:10', 'Nov 20 14:05': the time in the pump's zone, with the day unless it is today;
+    UNKNOWN_TIME for a time no calendar can show."""
+    local, today = local_time(ts, tz), local_time(now, tz)
+    if local is None or today is None:
+        return UNKNOWN_TIME
+    days = (today.date() - local.date()).days
     day = {0: "", 1: "yesterday ", -1: "tomorrow "}.get(days, f"{MONTHS[local.month - 1]} {local.day} ")
     return f"{day}{local:%H:%M}"
 
 
-def time_html(ts: float, now: float, tz: dt.tzinfo) -> Markup:
-    """<time> saying '14:05 (4 min ago)', the full time on hover."""
-    local = dt.datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
-    return fill(PARTS["time"], iso=iso(ts), title=f"{local} ({tz})",
+def time_html(ts: float | None, now: float, tz: dt.tzinfo) -> Markup:
+    """<time> saying '14:05 (4 min ago)', the full time on hover; UNKNOWN_TIME for a time no calendar can show."""
+    local, utc = local_time(ts, tz), iso(ts)
+    if local is None or utc is None or ts is None:
+        return Markup(UNKNOWN_TIME)
+    return fill(PARTS["time"], iso=utc, title=f"{local.isoformat(timespec='seconds')} ({tz})",
                 text=f"{clock_text(ts, now, tz)} ({age_text(now - ts)})")
+
+
+def stamp(text: str | None) -> float | None:
+    """Unix seconds of an ISO time the store wrote (iso()), None for none."""
+    return dt.datetime.fromisoformat(text).timestamp() if text else None
 
 
 def axis_ticks(now: float, tz: dt.tzinfo) -> list[tuple[float, str]]:
@@ -97,8 +109,8 @@ def axis_ticks(now: float, tz: dt.tzinfo) -> list[tuple[float, str]]:
     first = math.ceil(start / 900) * 900  # quarter hours: every zone's offset is a multiple of 15 minutes
     ticks = []
     for ts in range(int(first), int(now), 900):
-        local = dt.datetime.fromtimestamp(ts, tz)
-        if local.minute == 0 and local.hour % 6 == 0:
+        local = local_time(ts, tz)
+        if local is not None and local.minute == 0 and local.hour % 6 == 0:
             ticks.append(((ts - start) / DAY_SECS, f"{local:%H:%M}"))
     return ticks
 
@@ -243,7 +255,7 @@ def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now:
     readings, name = sensor["readings"], sensor["name"] or sensor["device"]
 
     def when(kind: str) -> Markup:
-        return time_html(dt.datetime.fromisoformat(readings[kind]["at"]).timestamp(), now, tz)
+        return time_html(stamp(readings[kind]["at"]), now, tz)
 
     shown = [kind for kind in readings if kind not in ("batteryStatus", "networkStatus")]
     shown.sort(key=lambda kind: (*NUMERIC_KINDS, kind).index(kind))  # temperature first, then the others
@@ -343,13 +355,15 @@ class PageView:
 
     now: float
     tz: dt.tzinfo
-    zone: str  # the pump's time zone, as set
+    zone: str  # the pump's time zone, as set; "" while unset (times are then in UTC)
     health: str  # "ok", "stale" or "idle" (web.App.health)
     last_ok: float | None  # when the newest successful sync finished
     authorized: bool  # the right secret came along: errors, runs, versions and Sync now are shown
     wrong_secret: bool  # a secret came in the address and it was wrong
-    bearer: bool  # the secret came in a header: links the page writes do not carry it
-    secret: str  # the service's own, for Sync now and the CSV link (written only when authorized)
+    secret: str  # the service's own, for the buttons and the CSV link (written only when authorized)
+    secret_in_address: bool  # only then may links and redirects the page asks for carry the secret
+    answers_post: bool  # the answer to a form (the secret form, a button): it cannot reload itself
+    on_heroku: bool  # the dyno's disk, and a SQLite file on it, is wiped at every restart
     missing: tuple[str, ...]  # sync settings not given
     stale_mins: float
     interval_mins: float
@@ -376,7 +390,7 @@ def why_failed(view: PageView) -> Markup:
     last_run = view.last_run or {}
     if last_run.get("outcome") != "failed":
         return fill(SENTENCES["why_quiet"])
-    when = time_html(dt.datetime.fromisoformat(last_run["started_at"]).timestamp(), view.now, view.tz)
+    when = time_html(stamp(last_run["started_at"]), view.now, view.tz)
     if not view.authorized:
         return fill(SENTENCES["why_secret"], when=when)
     error = last_run.get("error") or ""
@@ -395,7 +409,8 @@ def page_state(view: PageView) -> tuple[str, Markup]:
                                         advice=DATABASE_ADVICE[view.store_dialect])
     if view.paused_until and now < view.paused_until:  # once it is over, the timer tries again
         return "paused", fill(SENTENCES["paused"], until=time_html(view.paused_until, now, tz),
-                              manual="pressing Sync now" if view.authorized else "a manual /run")
+                              manual="pressing Sync now" if view.authorized else
+                              "Sync now on the page opened with the secret")
     if view.health == "stale":
         since = fill(SENTENCES["since_ok" if view.last_ok else "since_start"],
                      when=time_html(view.last_ok or view.started_at, now, tz))
@@ -430,6 +445,11 @@ def facts_html(view: PageView) -> Markup:
                                          when=time_html(view.current.started_at, now, tz))))
     if view.missing:
         rows.append(("Missing settings", ", ".join(view.missing)))
+    check = next((run for run in view.recent_runs or () if run["trigger"] == "check"), None)
+    if check and check["outcome"] != "running":  # the secret's view: what the Check login button found
+        when = time_html(dt.datetime.fromisoformat(check["started_at"]).timestamp(), now, tz)
+        rows.append(("Last login check", fill(SENTENCES["last_check"], outcome=check["outcome"], when=when,
+                                              verdict=f": {check['error']}" if check["error"] else "")))
     return join(fill(PARTS["fact"], label=label, value=value) for label, value in rows)
 
 
@@ -441,11 +461,11 @@ def runs_html(view: PageView) -> Markup:
     if view.recent_runs is None:
         return fill(PARTS["unavailable"])
     rows = join(fill(PARTS["run_row"], outcome=run["outcome"], trigger=run["trigger"], uploaded=run["uploaded"],
-                     when=time_html(dt.datetime.fromisoformat(run["started_at"]).timestamp(), view.now, view.tz),
+                     when=time_html(stamp(run["started_at"]), view.now, view.tz),
                      error=run["error"] or "") for run in view.recent_runs)
-    query = "" if view.bearer else "?" + urllib.parse.urlencode({"secret": view.secret})
+    query = "?" + urllib.parse.urlencode({"secret": view.secret}) if view.secret_in_address else ""
     return fill(PARTS["runs"], rows=rows, csv=f"/events.csv{query}",
-                csv_note=SENTENCES["csv_bearer"].template if view.bearer else "")
+                csv_note="" if view.secret_in_address else SENTENCES["csv_bearer"].template)
 
 
 def alerts_html(view: PageView) -> Markup:
@@ -469,6 +489,28 @@ def receiver_text(view: PageView) -> Markup:
     return fill(SENTENCES["receiver_on"], count=count, last=time_html(last, view.now, view.tz) if last else "never")
 
 
+def header_notes(view: PageView) -> Markup:
+    """Under the sentence: sensors outside their range now, and events that vanish at Heroku's next restart."""
+    storage = view.on_heroku and view.receiver_on and view.store_dialect == "sqlite"
+    return join((view.drawn.alerts, fill(PARTS["storage"]) if storage else Markup()))
+
+
+def footer_html(receiver: Markup, versions: str, zone: Markup, answers_post: bool, form_shows: str) -> Markup:
+    """The receiver's state, the versions, the time zone, whether the page refreshes, and the secret form saying
+    what the secret shows ("": no form)."""
+    return fill(PARTS["footer"], receiver=receiver, versions=versions, zone=zone,
+                refreshes=SENTENCES["no_refresh" if answers_post else "refreshes"].template,
+                secret_form=fill(PARTS["secret_form"], what=form_shows) if form_shows else Markup())
+
+
+def frame(state: str, sentence: Markup, answers_post: bool, **parts: Markup) -> str:
+    """The page around the parts given (the others empty): the state's badge and tab icon, its sentence, and a
+    reload every minute unless it answers a form (it would come back without the secret)."""
+    empty = dict.fromkeys(("alerts", "wrong_secret", "buttons", "facts", "syncs", "sensors", "runs", "footer"), "")
+    return fill(STATUS_PAGE, state=state, state_class=state.replace(" ", "-"), sentence=sentence, icon=tab_icon(state),
+                refresh=Markup() if answers_post else fill(PARTS["refresh"]), **{**empty, **parts})
+
+
 def render_status(view: PageView) -> str:
     """The status page: state and what to do, times, the sync strip, sensor cards; runs only with the secret."""
     state, sentence = page_state(view)
@@ -476,38 +518,71 @@ def render_status(view: PageView) -> str:
     versions = f"tcsync_wsgi {__version__}"
     if view.authorized:
         versions += f"; {view.versions}; database {view.store_where}"
-    return fill(STATUS_PAGE, state=state, state_class=state.replace(" ", "-"), sentence=sentence,
-                icon=ICON.substitute(colour=ICON_COLOURS.get(state, "cf222e")),
-                alerts=data.alerts, facts=facts_html(view), strip=data.strip,
-                summary=data.summary_with_errors if view.authorized else data.summary,
-                sensors=fill(PARTS["sensors"], cards=data.cards) if view.receiver_on else Markup(),
-                runs=join([runs_html(view), alerts_html(view)]), receiver=receiver_text(view), versions=versions,
-                zone=view.zone,
-                wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup(),
-                sync_now=fill(PARTS["sync_now"], secret=view.secret, then="/" if view.bearer else "/?secret")
-                if view.authorized else Markup())
+    zone = fill(SENTENCES["zone"], zone=view.zone) if view.zone else fill(SENTENCES["zone_unset"])
+    form_shows = "why syncs fail, the recent runs, Sync now and Check login" if view.secret and not view.authorized \
+        else ""
+    # The buttons come back to a page like this one: with the secret in its address only if it had it there.
+    then = "page" if view.answers_post else "/?secret" if view.secret_in_address else "/"
+    return frame(state, sentence, view.answers_post, alerts=header_notes(view), facts=facts_html(view),
+                 syncs=fill(PARTS["syncs"], strip=data.strip,
+                            summary=data.summary_with_errors if view.authorized else data.summary),
+                 sensors=fill(PARTS["sensors"], cards=data.cards) if view.receiver_on else Markup(),
+                 runs=join([runs_html(view), alerts_html(view)]),
+                 footer=footer_html(receiver_text(view), versions, zone, view.answers_post, form_shows),
+                 wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup(),
+                 buttons=fill(PARTS["buttons"], secret=view.secret, then=then) if view.authorized else Markup())
+
+
+# -- while settings are unusable
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemsView:
+    """What the page shows while settings are unusable (web.SettingsProblemsApp)."""
+
+    problems: tuple[str, ...]  # Settings.problems: each names its setting and what it must be
+    authorized: bool  # the right secret came along: the value each problem got is shown too
+    secret: str  # "" if unusable: then no one is authorized and the page offers no form
+    wrong_secret: bool
+    answers_post: bool
+    on_heroku: bool
+    versions: str
+
+
+def render_problems(view: ProblemsView) -> str:
+    """The page naming every settings problem and how to fix it, under a red "settings" badge."""
+    items = join(fill(PARTS["problem"], text=problem if view.authorized else without_value(problem))
+                 for problem in view.problems)
+    offer_form = bool(view.secret) and not view.authorized  # an unusable secret authorizes no one
+    fix = fill(PARTS["problems"], items=items, elsewhere=Markup() if view.on_heroku else fill(PARTS["fix_elsewhere"]),
+               values=fill(PARTS["values_with_secret"]) if offer_form else Markup())
+    footer = footer_html(fill(SENTENCES["receiver_settings"]), f"tcsync_wsgi {__version__}" + (
+        f"; {view.versions}" if view.authorized else ""), Markup(), view.answers_post,
+        "the value each setting got" if offer_form else "")
+    return frame("settings", fill(SENTENCES["settings"]), view.answers_post, alerts=fix, footer=footer,
+                 wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup())
 
 
 # The words of the status page. $name is a value, escaped unless it is markup made by fill().
+UNKNOWN_TIME = "unknown time"  # a stored time no calendar can show: a row kept before the receiver checked times
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # not the locale's
 KIND_NAMES = {"temperature": "Temperature", "humidity": "Humidity", "co2": "CO₂", "pressure": "Pressure",
               "objectPresent": "Object", "waterPresent": "Water", "contact": "Contact", "motion": "Motion",
               "deskOccupancy": "Desk", "touch": "Touch", "touchCount": "Touches",
               "objectPresentCount": "Object count"}
-# The browser tab's icon: a dot in the state's colour (red unless listed), inline so that nothing is fetched.
-ICON = string.Template("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 2 2'%3E"
-                       "%3Ccircle cx='1' cy='1' r='1' fill='%23$colour'/%3E%3C/svg%3E")
-ICON_COLOURS = {"ok": "1a7f37", "paused": "9a5b00", "not configured": "59636e"}
 MARK_Y = {"ok": 8}  # an ok run's mark is shorter than the others: the outcome shows without colour too
 FAILURE_ADVICE = (  # a sync's error -> what to do, as the README's Troubleshooting says it
-    (CREDENTIALS_REFUSED, "Log in at Tandem Source with the same email and password to check them"),
+    (CREDENTIALS_REFUSED, "Log in at Tandem Source with the same email and password to check them, and check that "
+                          "TCONNECT_REGION is the region of your account (US, or EU for a European one)"),
     ("could not reach Nightscout", "Check NS_URL and that your Nightscout site is up"),
     ("Nightscout last_uploaded_entry 401", "Nightscout refused NS_SECRET: use the API_SECRET of your Nightscout site"),
     ("did not answer within the sync's time limit",
      "Usually a temporary outage; the next sync tries again. Raise the limit if it keeps happening"),
     ("could not reach Tandem Source", "Usually a temporary outage; the next sync tries again"),
     ("503 response", "Nightscout is down or restarting; the next sync tries again, nothing needs restarting"),
-    ("tconnectsync refused its settings", "The line just before it in the service's log says which setting"),
+    ("tconnectsync refused its settings",
+     "Fix that setting in the Config Vars or the settings file; tconnectsync also reads a .env file in the service's "
+     "folder, which this service does not check"),
 )
 ALERT_WORDS = {"out_of_range": "out of range", "silent": "silent", "battery_low": "battery low",
                "sync_failing": "not reaching Nightscout"}
@@ -516,32 +591,46 @@ DATABASE_ADVICE = {
     "postgres": "The service reconnects by itself once the database answers again; no restart is needed.",
 }
 SENTENCES = {name: string.Template(text) for name, text in {
-    "not configured": "Set $missing: syncs are refused until they are set.",
+    "not configured": "Set $missing (on Heroku: Settings → Reveal Config Vars): syncs are refused until they are set.",
     "database failing": "The database is failing$detail; Data Connector deliveries are refused with 503 until it "
                         "works again. $advice",
-    "paused": CREDENTIALS_REFUSED + ". Timed syncs wait until $until; once the password is right, $manual tries "
+    "paused": CREDENTIALS_REFUSED + ". Timed syncs and monitor pings wait until $until (each failed login counts "
+                                    "toward Tandem's account lockout); once the credentials are right, $manual tries "
                                     "again at once.",
-    "stale": "No successful sync $since, more than $limit minutes (TCONNECTSYNC_HEROKU_STALE_MINS): /healthz "
-             "answers 503. $why",
+    "stale": "No successful sync $since, more than $limit minutes (TCONNECTSYNC_HEROKU_STALE_MINS), so the health "
+             "check now tells your uptime monitor that syncs stopped. $why",
     "since_ok": "since $when", "since_start": "since the service started $when",
     "why": "The last sync failed at $when: $error.$advice",
-    "why_secret": "The last sync failed at $when; open this page with ?secret= to see why. The next sync tries again.",
-    "why_quiet": "No sync ran lately: is the timer on, or is a monitor calling /run?",
+    "why_secret": "The last sync failed at $when; enter the service's secret at the bottom of this page to see why. "
+                  "The next sync tries again.",
+    "why_quiet": "No sync ran lately: is a timer set (TCONNECTSYNC_HEROKU_INTERVAL_MINS), and does your uptime monitor "
+                 "keep the service awake?",
     "ok": "Syncs work: the last one succeeded $when.",
     "alert": "$name $what since $since. ",
     "no_syncs": "No syncs in the last 24 hours.",
     "idle": "Ready: no sync has run yet. $first",
     "first_timer": "The timer starts the first one in a few seconds.",
-    "first_no_timer": "There is no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS), so syncs run when /run is called.",
-    "next_paused": "paused until $until: $reason (a manual /run tries again now)",
+    "first_no_timer": "There is no timer: set TCONNECTSYNC_HEROKU_INTERVAL_MINS (5 is usual) in the Config Vars, or "
+                      "press Sync now on the page opened with the secret.",
+    "next_paused": "paused until $until: $reason (Sync now tries again at once)",
     "next_after_current": "after the current sync",
-    "next_no_timer": "no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS is unset or 0): syncs run when /run is called",
+    "next_no_timer": "none: no timer is set (TCONNECTSYNC_HEROKU_INTERVAL_MINS)",
     "next_waits": "none: the timer waits for the missing settings",
     "running": "run $id ($trigger), started $when",
-    "receiver_off": "not configured (set DT_SIGNATURE_SECRET)",
-    "receiver_on": "configured; $count events in the last 24 h; last $last",
-    "receiver_unknown": "configured; events unknown while the database fails",
-    "csv_bearer": " (send the secret as a Bearer header)",
+    "last_check": "$outcome, $when$verdict",
+    "receiver_off": "off (optional)",
+    "receiver_on": "on; $count events in the last 24 h; last $last",
+    "receiver_unknown": "on; events unknown while the database fails",
+    "receiver_settings": "deliveries are refused with 503 until the settings are fixed; the Data Connector sends "
+                         "them again later",
+    "zone": "Times are in $zone.",
+    "zone_unset": "Times are in UTC until TIMEZONE_NAME names your pump's time zone.",
+    "refreshes": "This page refreshes every minute.",
+    "no_refresh": "This view does not refresh itself: enter the secret again to see what changed.",
+    "csv_bearer": " (it needs the secret: send it as a Bearer header, or open this page with ?secret=THE-SECRET in its "
+                  "address)",
+    "settings": "Some settings cannot be used, so nothing syncs and Data Connector deliveries are refused (the Data "
+                "Connector sends them again for hours: nothing is lost once the settings are fixed).",
 }.items()}
 
 

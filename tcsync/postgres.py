@@ -27,6 +27,9 @@ class PostgresStore(Store):
 
         self._psycopg = psycopg
         self.errors = (psycopg.Error,)
+        # a value the server or psycopg refuses (a NUL in text, an integer past 64 bits, an index entry too large):
+        # that statement's fault, not the database's
+        self.refusals = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
         info = conninfo_to_dict(url)
         self._password = info.get("password") or ""
         host = info.get("host") or ""
@@ -39,13 +42,18 @@ class PostgresStore(Store):
         try:
             return self._psycopg.connect(self._url, autocommit=True, connect_timeout=5, **self._options)
         except self._psycopg.OperationalError as e:
-            raise StoreUnreachable(self._error(e)) from None
+            error = self._error(e)
+            if str(error).startswith("connection is bad: invalid "):  # libpq refused a value in DATABASE_URL
+                raise error from None  # (sslmode, target_session_attrs, ...): a setting to fix, not an outage
+            raise StoreUnreachable(error) from None
 
     def _execute(self, kind: str, work: Callable, *args) -> Any:
         for attempt in (1, 2):
             fresh = kind not in self._connections
             try:
                 return work(self._connection(kind), *args)
+            except self.refusals:  # ProgramLimitExceeded is an OperationalError, but the connection is fine
+                raise
             except self._psycopg.OperationalError:
                 broken = self._connections.pop(kind, None)
                 if broken is not None:

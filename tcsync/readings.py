@@ -5,14 +5,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import sys
 from typing import Any
 
 
-def iso(ts: float | None, timespec: str = "seconds") -> str | None:
-    """UTC ISO-8601 with a Z, or None."""
+def local_time(ts: float | None, tz: dt.tzinfo = dt.UTC) -> dt.datetime | None:
+    """The one way a stored time becomes a datetime: None for a time no datetime can hold in that zone (years
+    outside 1..9999, infinities, NaN), which a row stored before the receiver checked event times may hold."""
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+    try:
+        return dt.datetime.fromtimestamp(ts, tz)
+    except (ValueError, OverflowError, OSError, TypeError):
+        return None
+
+
+def iso(ts: float | None, timespec: str = "seconds") -> str | None:
+    """UTC ISO-8601 with a Z, or None (also for a time no datetime can hold)."""
+    when = local_time(ts)
+    return None if when is None else when.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def device_of(target: str | None) -> str | None:
@@ -49,8 +60,14 @@ SOURCES_OF_KIND = {kind: tuple(t for t, spec in READINGS.items() if any(k == kin
                    for kind in (*NUMERIC_KINDS, "batteryStatus")}  # the kinds Store.series draws or alerts judge
 
 
+MAX_FLOAT = sys.float_info.max
+
+
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number a float can hold (not a bool; not an integer past float's range, as old rows may hold)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and -MAX_FLOAT <= value <= MAX_FLOAT
 
 
 def readings_of(event_type: str, data: Any) -> list[tuple[str, Any, str | None]]:
@@ -81,14 +98,31 @@ def reading_json(event_type: str, data: Any) -> dict | list | None:
     return readings if len(readings) > 1 else readings[0]
 
 
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _int_or_none(text: str) -> int | None:
+    """An integer a float can hold, else None (a 401-digit value in an old row)."""
+    if len(text) > 310:  # past float's range whatever the digits; int() refuses 4 300 of them
+        return None
+    value = int(text)
+    return value if -MAX_FLOAT <= value <= MAX_FLOAT else None
+
+
 def document_of(body: bytes) -> tuple[dict, dict]:
-    """(event, labels) of a stored delivery body; it was checked when it arrived."""
+    """(event, labels) of a stored delivery body, read defensively: the receiver checked it when it arrived, but a
+    row stored before those checks may hold anything. Not JSON, or no object: ({}, {}); NaN, Infinity and numbers
+    past float's range read as null, so that what /events writes back is JSON."""
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
+        document = json.loads(body, parse_constant=lambda _: None, parse_float=_finite_or_none,
+                              parse_int=_int_or_none)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return {}, {}
-    labels = document.get("labels")
-    return document.get("event", {}), labels if isinstance(labels, dict) else {}
+    event = document.get("event") if isinstance(document, dict) else None
+    labels = document.get("labels") if isinstance(document, dict) else None
+    return event if isinstance(event, dict) else {}, labels if isinstance(labels, dict) else {}
 
 
 def event_json(row: tuple) -> dict:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import hmac
 import json
+import math
 import re
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from tcsync.readings import event_time_of
 
 
 def secret_matches(given: str, expected: str) -> bool:
@@ -142,14 +147,66 @@ def _check_depth_and_text(document: Any) -> None:
                                          " which cannot be stored: send whole characters")
 
 
-def parse_event(body: bytes) -> dict:
-    """The delivery's event object, checked for the fields we keep; raises Rejected."""
+MAX_ID_CHARS = 200  # eventId, eventType, targetName: PostgreSQL's index refuses entries over about 2 700 bytes
+EARLIEST_EVENT_TIME = 946684800.0  # 2000-01-01T00:00:00Z
+MAX_EVENT_AHEAD_SECS = 86400  # a day: clocks differ, but no sensor reports a reading from next week
+MAX_INT_DIGITS = 309  # 1.8e308, float's largest, has 309 digits
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise Rejected(400, "bad_number", f"the body holds {text[:40]}, which no float can hold")
+    return value
+
+
+def _float_sized_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits <= MAX_INT_DIGITS:  # the length first: int() refuses 4 300 digits, and slowly
+        value = int(text)
+        if abs(value) <= sys.float_info.max:
+            return value
+    raise Rejected(400, "bad_number", f"the body holds an integer of {digits} digits, which no float can hold")
+
+
+def _not_a_number(name: str) -> None:
+    raise Rejected(400, "bad_number", f"the body holds {name}, which is not a JSON number")
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict:
+    document = dict(pairs)
+    if len(document) < len(pairs):  # json.loads would keep the last value, the NDJSON export both
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise Rejected(400, "duplicate_key", f"the body names {name[:40]!r} twice in one object")
+            seen.add(name)
+    return document
+
+
+def _read_json(body: bytes) -> Any:
+    """The body as JSON, strictly: UTF-8 without a BOM, finite numbers a float can hold, each name once per object."""
+    if body.startswith(codecs.BOM_UTF8):
+        raise Rejected(400, "not_utf8", "the body starts with a byte order mark: send UTF-8 without one")
+    if b"\x00" in body:  # JSON text never holds a NUL byte; UTF-16 and UTF-32 text does
+        raise Rejected(400, "not_utf8", "the body holds NUL bytes, as UTF-16 and UTF-32 do: send UTF-8")
     try:
-        document = json.loads(body)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:  # Latin-1, UTF-16 with its BOM, CESU-8's surrogates
+        raise Rejected(400, "not_utf8", "the body is not UTF-8") from None
+    try:
+        return json.loads(text, parse_float=_finite_float, parse_int=_float_sized_int, parse_constant=_not_a_number,
+                          object_pairs_hook=_object_without_repeats)
     except RecursionError:
         raise Rejected(400, "bad_json", TOO_DEEP) from None
     except ValueError:
         raise Rejected(400, "bad_json", "the body is not JSON") from None
+
+
+def parse_event(body: bytes, received_at: float) -> dict:
+    """The delivery's event object, checked for the fields we keep; raises Rejected. Only what every page and
+    answer can show again is admitted: see the checks table in docs/data-connector.md."""
+    document = _read_json(body)
     _check_depth_and_text(document)
     event = document.get("event") if isinstance(document, dict) else None
     if not isinstance(event, dict) or not isinstance(event.get("eventId"), str) or not event["eventId"] \
@@ -158,4 +215,11 @@ def parse_event(body: bytes) -> dict:
     for key in ("targetName", "timestamp"):
         if not isinstance(event.get(key), (str, type(None))):
             event[key] = json.dumps(event[key])
+    for key in ("eventId", "eventType", "targetName"):
+        if len(event.get(key) or "") > MAX_ID_CHARS:
+            raise Rejected(400, "too_long", f"event.{key} is longer than {MAX_ID_CHARS} characters")
+    event_time = event_time_of(event.get("timestamp"), received_at)
+    if not EARLIEST_EVENT_TIME <= event_time <= received_at + MAX_EVENT_AHEAD_SECS:
+        raise Rejected(400, "bad_time", "event.timestamp must be from 2000-01-01 to a day after the event arrives,"
+                                        f" got {str(event.get('timestamp'))[:40]!r}")
     return event

@@ -74,14 +74,18 @@ class Request:
             raise Rejected(400, "short_body", "the body is shorter than Content-Length")
         return body
 
+    def is_form(self) -> bool:
+        """A POST of a urlencoded form, as a browser sends one: its fields are parameters."""
+        content_type = (self.header("Content-Type") or "").split(";")[0].strip().lower()
+        return self.method == "POST" and content_type == "application/x-www-form-urlencoded"
+
     def params(self) -> dict[str, str]:
         """Query string plus a urlencoded form body, UTF-8; a repeated name is a 400."""
         if self._params is None and not self.environ.get("QUERY_STRING") and self.method != "POST":
             self._params = {}  # the common case, skipped cheaply: the status page is the hot path
         if self._params is None:
             pairs = _parse_pairs(self.environ.get("QUERY_STRING", "").encode("latin-1"), "query string")
-            content_type = (self.header("Content-Type") or "").split(";")[0].strip().lower()
-            if self.method == "POST" and content_type == "application/x-www-form-urlencoded":
+            if self.is_form():
                 try:
                     pairs += _parse_pairs(self.read_body(MAX_FORM_BYTES), "form body")
                 except Rejected as e:

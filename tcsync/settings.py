@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import math
 import os
 import re
+import socket
 import urllib.parse
 import zoneinfo
 
@@ -17,6 +19,11 @@ ALL_FEATURES = ("BASAL", "BOLUS", "IOB", "PUMP_EVENTS", "PUMP_EVENTS_BASAL_SUSPE
 TESTING_FEATURES = ("BOLUS_BG",)  # tconnectsync adds these when ENABLE_TESTING_MODES is true
 DEFAULT_FEATURES = ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
 MIN_SECRET_CHARS = 8
+# Upper bounds: past them a setting is a typo (minutes for seconds, a digit too many), not a wish.
+MAX_INTERVAL_MINS = 1440.0  # a day between timed syncs
+MAX_SYNC_TIMEOUT_SECS = 3600.0  # an hour for one sync (a normal one takes seconds)
+MAX_STALE_MINS = 10080.0  # a week without a successful sync before /healthz says stale
+MAX_RANGE_DEGREES = 100.0  # DT_TEMPERATURE_RANGE within -100..100 °C: what the sensors measure, and then some
 
 
 class SettingsError(Exception):
@@ -40,34 +47,42 @@ class Settings:
     sync_timeout_secs: float = 120.0
     stale_mins: float = 60.0
     host: str = "0.0.0.0"
-    port: int = 5000
+    port: int | None = 5000  # None: PORT or LISTEN_PORT is no port (a problem the web cannot serve past)
     connection_limit: int | None = None  # None: as many as the open-files limit allows (connection_limit())
     channel_timeout_secs: int = 30
+    header_timeout_secs: int = 10  # a request's headers must arrive within this long (nginx: client_header_timeout)
+    body_timeout_secs: int = 30  # and its body within this long of the headers (nginx: client_body_timeout)
     tconnect_email: str = ""
     tconnect_password: str = dataclasses.field(default="", repr=False)
     tconnect_region: str = "US"
     ns_url: str = dataclasses.field(default="", repr=False)  # may hold a password: https://user:pass@host/
     ns_secret: str = dataclasses.field(default="", repr=False)
-    timezone_name: str = "America/New_York"
+    timezone_name: str = ""  # the pump's zone; "" while neither TIMEZONE_NAME nor TZ names one (a missing setting)
     dt_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     temperature_range: tuple[float, float] | None = None  # °C; the status page marks readings outside it
     alert_after_mins: float = 15.0  # a temperature outside its range this long (by event times) is an alert
     sensor_silent_mins: float = 60.0  # a device whose newest event is this old is silent
     ns_alerts: bool = True  # alerts become Nightscout announcements
+    on_heroku: bool = False  # DYNO is set: the dyno's disk, and a SQLite file on it, is wiped at every restart
     missing: tuple[str, ...] = ()  # sync settings not given: syncs are refused, the web stays up
+    problems: tuple[str, ...] = ()  # unusable settings (read_settings): the web serves a page naming them, nothing else
 
     def secret_values(self) -> list[str]:
         """Every secret value that must never leave the process."""
         values = [self.secret, self.tconnect_password, self.ns_secret, *self.dt_secrets]
         for url in (self.ns_url, self.database_url):  # user:password@ (a Nightscout behind basic auth)
-            password = urllib.parse.urlsplit(url).password or ""
+            password = url_password(url) or ""
             values += [password, urllib.parse.unquote(password)]
+        if self.database_url:  # as libpq reads it, which is not always as urllib does (p]w, ?password=)
+            values.append((database_url_info(self.database_url) or {}).get("password", ""))
         if self.ns_secret:
             values.append(hashlib.sha1(self.ns_secret.encode()).hexdigest())
         return [v for v in values if v]
 
 
-def _number(env, name: str, default: float, problems: list[str], *, positive: bool) -> float:
+def _number(env, name: str, default: float, problems: list[str], most: float, positive: bool = True) -> float:
+    """A decimal number from 0 (or above 0) to most: a larger one is a typo, and one past threading.TIMEOUT_MAX
+    (292 years) would kill the timer thread later instead of stopping the start now."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -75,8 +90,9 @@ def _number(env, name: str, default: float, problems: list[str], *, positive: bo
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        problems.append(f"{name} must be a number {'above' if positive else 'of at least'} 0, got {raw!r}")
+    if not (0 < value <= most if positive else 0 <= value <= most):  # NaN and infinities too
+        problems.append(f"{name} must be a number {'above 0 and at most' if positive else 'from 0 to'} {most:g},"
+                        f" got {raw[:40]!r}")
         return default
     return value
 
@@ -89,6 +105,12 @@ def _whole_number(env, name: str, default: int | None, problems: list[str]) -> i
         return int(raw)
     problems.append(f"{name} must be a whole number of at least 1, got {raw[:40]!r}")
     return default
+
+
+def without_value(problem: str) -> str:
+    """A problem without the value it quotes, for the public page: every problem names its setting first, and one
+    that quotes the value it got (a pump serial, a Nightscout host) ends in ", got ..."."""
+    return problem.partition(", got ")[0]
 
 
 def is_digits(text: str) -> bool:
@@ -106,42 +128,54 @@ def parse_features(raw: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def parse_range(raw: str) -> tuple[float, float]:
-    """"A..B" with A < B (2..8, -20..-15, 2.5 .. 8); raises ValueError otherwise."""
+    """"A..B" with -100 <= A < B <= 100 (2..8, -20..-15, 2.5 .. 8); raises ValueError otherwise."""
     match = re.fullmatch(r"\s*(-?[0-9]+(?:\.[0-9]+)?)\s*\.\.\s*(-?[0-9]+(?:\.[0-9]+)?)\s*", raw)
-    if not match or float(match[1]) >= float(match[2]):
+    if not match:
         raise ValueError(raw)
-    return float(match[1]), float(match[2])
+    low, high = float(match[1]), float(match[2])
+    if not -MAX_RANGE_DEGREES <= low < high <= MAX_RANGE_DEGREES:  # 400 digits are an infinite float
+        raise ValueError(raw)
+    return low, high
 
 
 def load_settings(env=None) -> Settings:
     """Read and validate the environment; raises SettingsError listing every problem."""
+    settings = read_settings(env)
+    if settings.problems:
+        raise SettingsError(list(settings.problems))
+    return settings
+
+
+def read_settings(env=None) -> Settings:
+    """Read and validate the environment: every problem in .problems, each unusable value replaced by its default
+    (an unusable secret by none), so that a web start can still serve a page naming them."""
     env = os.environ if env is None else env
     problems: list[str] = []
-    interval = _number(env, "TCONNECTSYNC_HEROKU_INTERVAL_MINS", 0.0, problems, positive=False)
-    timeout = _number(env, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS", 120.0, problems, positive=True)
-    stale = _number(env, "TCONNECTSYNC_HEROKU_STALE_MINS", max(60.0, 3 * interval), problems, positive=True)
+    interval = _number(env, "TCONNECTSYNC_HEROKU_INTERVAL_MINS", 0.0, problems, MAX_INTERVAL_MINS, positive=False)
+    timeout = _number(env, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS", 120.0, problems, MAX_SYNC_TIMEOUT_SECS)
+    stale = _number(env, "TCONNECTSYNC_HEROKU_STALE_MINS", max(60.0, 3 * interval), problems, MAX_STALE_MINS)
     features, allowed = _features(env, problems)
     connection_limit = _whole_number(env, "WAITRESS_CONNECTION_LIMIT", None, problems)
     channel_timeout = _whole_number(env, "WAITRESS_CHANNEL_TIMEOUT_SECS", 30, problems)
+    header_timeout, body_timeout = _deadlines(env, problems)
     port = _port(env, problems)
+    host = _listen_host(env, problems)
     region, tz_name = _tandem(env, problems)
     ns_url = _ns_url(env, problems)
     database_url = _database_url(env, problems)
     temperature_range = _temperature_range(env, problems)
     alert_after, silent_after, ns_alerts = _alerts(env, problems)
-    for name in ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"):
-        if 0 < len(env.get(name, "")) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log
-            problems.append(f"{name} must be at least {MIN_SECRET_CHARS} characters (or unset)")
+    secret, *dt_secrets = (_secret(env, name, problems) for name in
+                           ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"))
     values = {
         "TCONNECT_EMAIL": env.get("TCONNECT_EMAIL", "").strip(),
         "TCONNECT_PASSWORD": env.get("TCONNECT_PASSWORD", ""),
         "NS_URL": ns_url,
         "NS_SECRET": env.get("NS_SECRET", "") or env.get("API_SECRET", ""),
+        "TIMEZONE_NAME": tz_name,  # no default: a wrong zone shifts every treatment in Nightscout by hours
     }
-    if problems:
-        raise SettingsError(problems)
     return Settings(
-        secret=env.get("TCONNECTSYNC_HEROKU_SECRET", ""),
+        secret=secret,
         interval_mins=interval,
         features=features,
         allowed_features=allowed,
@@ -149,24 +183,41 @@ def load_settings(env=None) -> Settings:
         database_url=database_url,
         sync_timeout_secs=timeout,
         stale_mins=stale,
-        host=env.get("LISTEN_HOST", "").strip() or "0.0.0.0",
+        host=host,
         port=port,
         connection_limit=connection_limit,
         channel_timeout_secs=channel_timeout,
+        header_timeout_secs=header_timeout,
+        body_timeout_secs=body_timeout,
         tconnect_email=values["TCONNECT_EMAIL"],
         tconnect_password=values["TCONNECT_PASSWORD"],
         tconnect_region=region,
         ns_url=ns_url,
         ns_secret=values["NS_SECRET"],
         timezone_name=tz_name,
-        dt_secrets=tuple(s for s in (env.get("DT_SIGNATURE_SECRET", ""),
-                                     env.get("DT_SIGNATURE_SECRET_PREVIOUS", "")) if s),
+        dt_secrets=tuple(s for s in dt_secrets if s),
         temperature_range=temperature_range,
         alert_after_mins=alert_after,
         sensor_silent_mins=silent_after,
         ns_alerts=ns_alerts,
+        on_heroku=bool(env.get("DYNO", "").strip()),
         missing=tuple(name for name, value in values.items() if not value),
+        problems=tuple(problems),
     )
+
+
+def _deadlines(env, problems: list[str]) -> tuple[int, int]:
+    """(seconds for a request's headers, seconds for its body after them): whole numbers, as the idle timeout."""
+    return (_whole_number(env, "WAITRESS_HEADER_TIMEOUT_SECS", 10, problems),
+            _whole_number(env, "WAITRESS_BODY_TIMEOUT_SECS", 30, problems))
+
+
+def _secret(env, name: str, problems: list[str]) -> str:
+    value = env.get(name, "")
+    if 0 < len(value) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log: none instead
+        problems.append(f"{name} must be at least {MIN_SECRET_CHARS} characters (or unset)")
+        return ""
+    return value
 
 
 def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -183,33 +234,71 @@ def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...
     return features, allowed
 
 
-def _port(env, problems: list[str]) -> int:
+def _port(env, problems: list[str]) -> int | None:
     port_name = "PORT" if env.get("PORT", "").strip() else "LISTEN_PORT"
     port_raw = env.get(port_name, "").strip() or "5000"
-    port = int(port_raw) if is_digits(port_raw) else -1
-    if not 0 <= port <= 65535:
-        problems.append(f"{port_name} must be a TCP port number, got {port_raw!r}")
-    return port
+    if is_digits(port_raw) and len(port_raw) <= 5 and int(port_raw) <= 65535:  # int() refuses 4 300 digits
+        return int(port_raw)
+    problems.append(f"{port_name} must be a TCP port number, got {port_raw[:40]!r}")
+    return None
+
+
+HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}"
+                       r"[A-Za-z0-9])?\.?")  # RFC 1123; the last label not all digits: 999.1.1.1 is no name
+
+
+def _listen_host(env, problems: list[str]) -> str:
+    """An address waitress can listen on: *, an IP address ([::1] too), or a name of this machine (looked up here,
+    as waitress would, so that a wrong one is a sentence, not waitress's traceback)."""
+    host = env.get("LISTEN_HOST", "").strip() or "0.0.0.0"
+    bare = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
+    try:
+        ipaddress.ip_address(bare)
+        return host
+    except ValueError:
+        pass
+    if bare == "*" or (HOST_NAME.fullmatch(bare) and _resolves(bare)):
+        return host
+    problems.append("LISTEN_HOST must be an address of this machine, like 0.0.0.0 (all of them) or 127.0.0.1 "
+                    f"(this machine only), got {host[:40]!r}")
+    return host
+
+
+def _resolves(name: str) -> bool:
+    try:
+        return bool(socket.getaddrinfo(name, None, socket.AF_UNSPEC, socket.SOCK_STREAM, socket.IPPROTO_TCP,
+                                       socket.AI_PASSIVE))
+    except (OSError, UnicodeError):
+        return False
 
 
 def _tandem(env, problems: list[str]) -> tuple[str, str]:
-    """(region, time zone name). tconnectsync calls sys.exit(1) at import on these, or silently misbehaves: check
-    first."""
+    """(region, time zone name or ""). tconnectsync calls sys.exit(1) at import on these, or silently misbehaves
+    (it takes America/New_York when no zone is named): check first."""
     region = env.get("TCONNECT_REGION", "").strip() or "US"
     if region not in ("US", "EU"):
-        problems.append(f"TCONNECT_REGION must be US or EU (capitals), got {region!r}")
+        problems.append(f"TCONNECT_REGION must be US or EU (capitals), got {region[:40]!r}")
     serial = env.get("PUMP_SERIAL_NUMBER", "").strip()
     if serial and not is_digits(serial):
-        problems.append(f"PUMP_SERIAL_NUMBER must be the pump's serial number (digits), got {serial!r}")
-    tz_name = env.get("TIMEZONE_NAME", "").strip() or env.get("TZ", "").strip() or "America/New_York"
-    try:
-        zoneinfo.ZoneInfo(tz_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        problems.append(f"TIMEZONE_NAME must be a time zone name like America/New_York, got {tz_name!r}")
+        problems.append(f"PUMP_SERIAL_NUMBER must be the pump's serial number (digits), got {serial[:40]!r}")
+    tz_source = "TIMEZONE_NAME" if env.get("TIMEZONE_NAME", "").strip() else "TZ"
+    tz_name = env.get(tz_source, "").strip()
+    if tz_name and not _is_zone(tz_name):
+        problems.append(f"{tz_source} must be a time zone name like America/New_York"
+                        f"{' (or set TIMEZONE_NAME)' if tz_source == 'TZ' else ''}, got {tz_name[:40]!r}")
+        tz_name = ""
     cache = env.get("CACHE_CREDENTIALS", "").strip().lower()
     if cache in ("true", "1"):
         problems.append("CACHE_CREDENTIALS=true breaks tconnectsync 3.0.3's login; unset it or set it to false")
     return region, tz_name
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (Europe), a name too long
+        return False
+    return True
 
 
 def _ns_url(env, problems: list[str]) -> str:
@@ -217,18 +306,59 @@ def _ns_url(env, problems: list[str]) -> str:
     if ns_url:
         if not re.match(r"https?://[^/\s]+", ns_url):
             shown = ns_url.rpartition("@")[2]  # never echo a user:password@
-            problems.append(f"NS_URL must start with https:// (or http://), got {shown!r}"
+            problems.append(f"NS_URL must start with https:// (or http://), got {shown[:60]!r}"
                             + (" (after its user:password@)" if shown != ns_url else ""))
+        elif url_password(ns_url) is None:  # requests could not read it either
+            problems.append("NS_URL is not a web address that can be read (a [ or ] without its pair?): write "
+                            "@ : / [ ] in a password as %40 %3A %2F %5B %5D")
         ns_url = ns_url.rstrip("/") + "/"  # tconnectsync joins paths onto it
     return ns_url
 
 
+def url_password(url: str) -> str | None:
+    """The password of a URL's user:password@ ("" for none); None for a URL urllib cannot read."""
+    try:
+        return urllib.parse.urlsplit(url).password or ""
+    except ValueError:  # a [ or ] without its pair: "Invalid IPv6 URL"
+        return None
+
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def _database_url(env, problems: list[str]) -> str:
+    """A postgres:// URL that PostgreSQL's own library (libpq) reads. Its error messages quote the URL, password
+    and all: every sentence here is our own and quotes nothing of it."""
     database_url = env.get("DATABASE_URL", "").strip()
     if database_url and not re.match(r"postgres(ql)?://", database_url):  # never echo it: it holds a password
         problems.append(f"DATABASE_URL must be a postgres:// or postgresql:// URL, got one starting with "
                         f"{database_url.split(':', 1)[0][:20]!r}")
+    elif database_url:
+        info = database_url_info(database_url)
+        if info is None:
+            problems.append("DATABASE_URL cannot be read as postgres://USER:PASSWORD@HOST:PORT/NAME: write @ : / ? #"
+                            " [ ] % and spaces in the password as %40 %3A %2F %3F %23 %5B %5D %25 %20")
+        elif "@" in info.get("host", ""):  # libpq splits at the first @: the rest of a password would be a host
+            problems.append("DATABASE_URL holds more than one @: write an @ in the password as %40")
+        elif not all(port == "" or (is_digits(port) and len(port) <= 5 and 1 <= int(port) <= 65535)
+                     for port in info.get("port", "").split(",")):
+            problems.append("DATABASE_URL's port must be a number from 1 to 65535 (a / in the password makes the"
+                            " rest look like a host and port: write it as %2F)")
+        elif info.get("sslmode", "require") not in SSL_MODES:
+            problems.append(f"DATABASE_URL's sslmode must be one of {', '.join(SSL_MODES)}")
     return database_url
+
+
+def database_url_info(url: str) -> dict[str, str] | None:
+    """libpq's reading of a database URL (user, password, host, port, dbname, options), or None if it cannot."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict  # installed always; imported only with a DATABASE_URL
+    except ImportError:
+        return None
+    try:
+        return {name: str(value) for name, value in conninfo_to_dict(url).items()}
+    except Exception:  # psycopg.ProgrammingError, whose message quotes the URL
+        return None
 
 
 def _temperature_range(env, problems: list[str]) -> tuple[float, float] | None:
@@ -237,15 +367,19 @@ def _temperature_range(env, problems: list[str]) -> tuple[float, float] | None:
     try:
         return parse_range(env["DT_TEMPERATURE_RANGE"])
     except ValueError:
-        problems.append("DT_TEMPERATURE_RANGE must be two numbers of °C, the lower first, like 2..8, got "
+        problems.append(f"DT_TEMPERATURE_RANGE must be two numbers of °C from {-MAX_RANGE_DEGREES:g} to "
+                        f"{MAX_RANGE_DEGREES:g}, the lower first, like 2..8, got "
                         f"{env['DT_TEMPERATURE_RANGE'].strip()[:40]!r}")
         return None
 
 
+MAX_ALERT_MINS = 10080  # a week: a longer wait is no alert
+
+
 def _alerts(env, problems: list[str]) -> tuple[float, float, bool]:
     """(ALERT_AFTER_MINS, SENSOR_SILENT_MINS, NS_ALERTS is not off)."""
-    alert_after = _number(env, "ALERT_AFTER_MINS", 15.0, problems, positive=False)
-    silent_after = _number(env, "SENSOR_SILENT_MINS", 60.0, problems, positive=True)
+    alert_after = _number(env, "ALERT_AFTER_MINS", 15.0, problems, MAX_ALERT_MINS, positive=False)
+    silent_after = _number(env, "SENSOR_SILENT_MINS", 60.0, problems, MAX_ALERT_MINS)
     ns_alerts = env.get("NS_ALERTS", "").strip().lower() or "on"
     if ns_alerts not in ("on", "off"):
         problems.append(f"NS_ALERTS must be on or off, got {ns_alerts[:40]!r}")

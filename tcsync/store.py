@@ -100,6 +100,11 @@ class StoreUnreachable(StoreError):
     """The database server could not be reached: it may come back, unlike a wrong schema."""
 
 
+class QueryRefused(StoreError):
+    """The database refused one statement's values (a NUL in PostgreSQL's text, an integer past 64 bits): that
+    statement is wrong, the database is not failing."""
+
+
 def schema_statements(dialect: str) -> list[str]:
     return [s.strip() for s in SCHEMA.format(**COLUMN_TYPES[dialect]).split(";") if s.strip()]
 
@@ -158,6 +163,7 @@ class Store:
 
     dialect = "sqlite"
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    refusals: tuple[type[Exception], ...] = (sqlite3.DataError, OverflowError)  # QueryRefused, not a failure
 
     def __init__(self, location: str):
         self.path = location  # where the data lives, as the status page and errors name it
@@ -209,6 +215,17 @@ class Store:
     def _error(self, error: Exception) -> StoreError:
         return StoreError(str(error))
 
+    def _failed(self, error: Exception) -> StoreError:
+        """The StoreError for what a statement raised; the store is failing unless the statement was refused."""
+        if isinstance(error, StoreError):
+            self.failure = str(error)
+            return error
+        if isinstance(error, self.refusals):
+            return QueryRefused(str(self._error(error)))
+        stored = self._error(error)
+        self.failure = f"{type(error).__name__}: {stored}"
+        return stored
+
     def _migrate(self, db) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -247,13 +264,8 @@ class Store:
         with self._locks[kind]:
             try:
                 result = self._execute(kind, self._run, sql, args)
-            except StoreError as e:  # no connection
-                self.failure = str(e)
-                raise
-            except self.errors as e:
-                error = self._error(e)
-                self.failure = f"{type(e).__name__}: {error}"
-                raise error from None
+            except (StoreError, *self.errors, *self.refusals) as e:  # StoreError: no connection
+                raise self._failed(e) from None
             self.failure = None
             return result
 
@@ -292,9 +304,7 @@ class Store:
                 for item in batch:
                     self._commit([item])
                 return
-            error = e if isinstance(e, StoreError) else self._error(e)
-            self.failure = str(e) if isinstance(e, StoreError) else f"{type(e).__name__}: {error}"
-            batch[0].error = error
+            batch[0].error = self._failed(e)
             batch[0].finish()
             return
         self.failure = None

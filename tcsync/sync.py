@@ -116,13 +116,33 @@ def _bound_requests_io(requests) -> None:
 
 
 BUSY = "a sync is already running"
-CREDENTIALS_REFUSED = "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD"
+CREDENTIALS_REFUSED = ("Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL, TCONNECT_PASSWORD and "
+                       "TCONNECT_REGION")  # a wrong region gets the same 401
 CREDENTIALS_PAUSE_SECS = 6 * 3600  # every login attempt counts toward Tandem's account lockout
+PAUSED = "paused until"  # how the reason a paused sync did not start begins
+# What the pause holds: what starts unasked, the timer and a monitor's /run ping (every 5 minutes: 288 failed logins a
+# day, the road to a locked account). A person's Sync now, /update, a login check or the CLI still try at once.
+PAUSE_HOLDS = ("timer", "run")
 
 
 def host_of(url: str) -> str:
     """host[:port] of a URL, without the user:password@ it may carry."""
     return urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+
+
+def check_verdict(output: str) -> str:
+    """What tconnectsync's login check found wrong, in one line: each side's exception, as its output ends it
+    ('Tandem Source: ApiException: Error sending POST to login_api_url: ... (HTTP 401)')."""
+    found = []
+    for side, marker in (("Tandem Source", "Error occurred querying Tandem Source:"),
+                         ("Nightscout", "Error occurred querying Nightscout API:")):
+        if marker not in output:
+            continue
+        traceback = output.partition(marker)[2].partition("\n-----")[0]  # its last unindented line: the exception
+        lines = [line for line in traceback.splitlines() if line.strip() and not line.startswith(" ")]
+        name, colon, message = (lines[-1] if lines else "an error").partition(": ")
+        found.append(f"{side}: {name.rpartition('.')[2]}{colon}{message}")
+    return "; ".join(found) or "see its output"
 
 
 class Syncer:
@@ -152,9 +172,9 @@ class Syncer:
 
     # starting and waiting
     def start(self, trigger: str, kind: str = "sync", days: int = 1, pretend: bool = False,
-              features: tuple[str, ...] | None = None) -> tuple[Run | None, str | None]:
+              features: tuple[str, ...] | None = None, by_person: bool = False) -> tuple[Run | None, str | None]:
         """Start a run in the background: (new run, None); (running run, BUSY), its run None if another
-        process runs it; or (None, why not)."""
+        process runs it; or (None, why not). by_person: the page's Sync now, which a credential pause lets through."""
         with self._lock:
             if self.closed:
                 return None, "the service is shutting down"
@@ -163,8 +183,10 @@ class Syncer:
             if self.current:
                 return self.current, BUSY
             now = self.clock()
-            if trigger == "timer" and self.paused_until and now < self.paused_until:
-                return None, f"paused until {iso(self.paused_until)}: {CREDENTIALS_REFUSED}"
+            if trigger in PAUSE_HOLDS and not by_person and self.paused_until and now < self.paused_until:
+                return None, (f"{PAUSED} {iso(self.paused_until)}: {CREDENTIALS_REFUSED}. Timed syncs and /run wait "
+                              "until then; once the credentials are right, press Sync now on the status page opened "
+                              "with the secret, call /update, or restart the service")
             release = self._take_sync_lock()
             if release is None:
                 return None, BUSY
@@ -281,36 +303,55 @@ class Syncer:
                     pass
         output = "".join(run.log)
         if "No API errors returned!" not in output:
-            run.outcome, run.error = "failed", "the login check found errors (see its output)"
+            run.outcome, run.error = "failed", f"the login check found errors: {check_verdict(output)}"[:500]
 
     def _tconnectsync(self):
         """Import tconnectsync once, after our own checks, and bound its HTTP calls."""
         if self._tc is None:
             os.environ.setdefault("CACHE_CREDENTIALS", "false")
-            try:
-                import requests
-                from tconnectsync import secret
-                from tconnectsync.api import TConnectApi
-                from tconnectsync.check import check_login
-                from tconnectsync.nightscout import NightscoutApi
-                from tconnectsync.sync.tandemsource.heroku_helpers import run_oneshot
-            except SystemExit as e:
-                raise RuntimeError(f"tconnectsync refused its settings at import (exit {e.code})") from None
+            tc = self._import_tconnectsync()
             # check_login reads these from tconnectsync.secret; make them ours.
             s = self.settings
-            secret.TCONNECT_EMAIL, secret.TCONNECT_PASSWORD = s.tconnect_email, s.tconnect_password
-            secret.NS_URL, secret.NS_SECRET = s.ns_url, s.ns_secret
-            _bound_requests_io(requests)
+            tc.secret.TCONNECT_EMAIL, tc.secret.TCONNECT_PASSWORD = s.tconnect_email, s.tconnect_password
+            tc.secret.NS_URL, tc.secret.NS_SECRET = s.ns_url, s.ns_secret
+            _bound_requests_io(tc.requests)
             logger = logging.getLogger("tconnectsync")
             logger.setLevel(logging.INFO)  # DEBUG would log tokens
             logger.propagate = False
             for old in [h for h in logger.handlers if isinstance(h, _TconnectsyncLogHandler)]:
                 logger.removeHandler(old)  # one service per process; in tests, the newest one
             logger.addHandler(_TconnectsyncLogHandler(self.log, self._captures))
-            self._tc = argparse.Namespace(requests=requests, secret=secret, TConnectApi=TConnectApi,
-                                          NightscoutApi=NightscoutApi, check_login=check_login,
-                                          run_oneshot=run_oneshot)
+            self._tc = tc
         return self._tc
+
+    def _import_tconnectsync(self) -> argparse.Namespace:
+        """tconnectsync's parts. It reads its own settings as it is imported (also from a .env file, which we do not
+        check) and prints and exits on a bad one: what it prints goes to this run's log and, as one line, to ours,
+        before the run's line; a refusal becomes the run's error, in its words."""
+        lines = self._captures.by_thread.get(threading.get_ident(), [])
+        start, refused = len(lines), None
+        real_stdout, sys.stdout = sys.stdout, _ThreadStdout(sys.stdout, self._captures)
+        try:
+            import requests
+            from tconnectsync import secret
+            from tconnectsync.api import TConnectApi
+            from tconnectsync.check import check_login
+            from tconnectsync.nightscout import NightscoutApi
+            from tconnectsync.sync.tandemsource.heroku_helpers import run_oneshot
+
+            tc = argparse.Namespace(requests=requests, secret=secret, TConnectApi=TConnectApi,
+                                    NightscoutApi=NightscoutApi, check_login=check_login, run_oneshot=run_oneshot)
+        except SystemExit as e:
+            refused = e
+        finally:
+            sys.stdout = real_stdout
+        said = "; ".join(line.strip().removeprefix("Error: ") for line in "".join(lines[start:]).splitlines()
+                         if line.strip())
+        if said:
+            self.log("error" if refused else "info", event="tconnectsync.import", said=said)
+        if refused:
+            raise RuntimeError(f"tconnectsync refused its settings at import: {said or f'exit {refused.code}'}")
+        return tc
 
     def _get_clients(self):
         # One pair for the life of the process: Tandem sees one login per token lifetime.
@@ -396,7 +437,7 @@ class SyncTimer:
     def next_delay(self) -> float:
         """interval x 2^(failures-1) after consecutive failures, capped at an hour; longer while paused."""
         failures, paused_until = self.syncer.consecutive_failures, self.syncer.paused_until
-        if paused_until:  # look again when the pause ends, or within the hour if a manual /run lifted it
+        if paused_until:  # look again when the pause ends, or within the hour if a person's sync lifted it
             return max(self.interval, min(MAX_BACKOFF_SECS, paused_until - self.syncer.clock()))
         if not failures:
             return self.interval

@@ -6,6 +6,7 @@ they call the receiver, the store, the syncer and the page, which know nothing o
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import sys
 import threading
@@ -20,23 +21,36 @@ from tcsync.alerts import AlertWatch
 from tcsync.exports import (
     CSV_HEADER, EVENT_FILTERS, csv_line, csv_lines, cursor_param, encode_cursor, event_query, ndjson_line,
 )
+from tcsync.homescreen import MANIFEST, icon_png
 from tcsync.log import Log
-from tcsync.page import DAY_SECS, PAGE_DATA_SECS, PageData, PageView, gather_page_data, render_status
+from tcsync.page import (
+    DAY_SECS, PAGE_DATA_SECS, PageData, PageView, ProblemsView, gather_page_data, render_problems, render_status,
+)
 from tcsync.readings import device_of, document_of, iso, readings_of
 from tcsync.receiver import Rejected, parse_event, secret_matches, verify_delivery
 from tcsync.request import (
     HTTPError, Request, Response, check_params, json_response, limit_param, sync_options, text_response,
 )
 from tcsync.settings import Settings
-from tcsync.store import Store, StoreError
-from tcsync.sync import BUSY, Syncer, SyncTimer
+from tcsync.store import QueryRefused, Store, StoreError
+from tcsync.sync import BUSY, PAUSED, Syncer, SyncTimer
 
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 MAX_DELIVERY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 4096
-# On every answer: nothing is cached, and no browser guesses a type other than the Content-Type we send.
 ALERT_HISTORY_SECS = 7 * 86400  # ended alerts listed with the secret (/alerts, the status page)
-COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
+# Exports at once: each may hold a worker thread for as long as its reader takes (waitress has 8); more wait
+# EXPORT_RETRY_SECS (503 with Retry-After).
+EXPORTS_AT_ONCE = 2
+EXPORT_RETRY_SECS = 10
+# On every answer: nothing is cached, no browser guesses a type other than the Content-Type we send, and no link
+# followed from a page opened with ?secret= sends that address on as a Referer.
+COMMON_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                  ("Referrer-Policy", "no-referrer"))
+# The status page needs no script, only its inline styles, data: images (the tab's icon) and its own home-screen
+# manifest and icon, posts its forms to itself, and is never framed by another site (clickjacking Sync now).
+PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; manifest-src 'self'; "
+               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
 class App:
@@ -49,13 +63,19 @@ class App:
         self.clock, self.timer, self.verify_clock = clock, timer, verify_clock
         self.alerts = alerts or AlertWatch(settings, store, syncer, log, clock, timer_on=timer is not None)
         self.versions = _versions()
-        self.tz = zoneinfo.ZoneInfo(settings.timezone_name)
+        # The pump's zone; UTC while none is named (syncs wait for it; the page says its times are in UTC).
+        self.tz = zoneinfo.ZoneInfo(settings.timezone_name) if settings.timezone_name else dt.UTC
         self._deliveries = 0
         self._page_data: PageData | None = None
         self._public_page: tuple[float, tuple, bytes] | None = None  # (monotonic time, what it shows, the page)
         self._page_data_lock = threading.Lock()
-        self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
-            "/": {"GET": self.status_page, "HEAD": self.status_page, "POST": self.receive_delivery},
+        self._export_places = threading.BoundedSemaphore(EXPORTS_AT_ONCE)
+        self.routes = self.route_table()
+
+    def route_table(self) -> dict[str, dict[str, Callable[[Request], Response]]]:
+        """Every path and method the service answers, in one place (SettingsProblemsApp answers the same ones)."""
+        return {
+            "/": {"GET": self.status_page, "HEAD": self.status_page, "POST": self.post_to_page},
             "/healthz": {"GET": self.healthz, "HEAD": self.healthz},
             "/alerts": {"GET": self.alerts_route, "HEAD": self.alerts_route},
             "/run": {"GET": self.run, "HEAD": self.run, "POST": self.run},
@@ -63,9 +83,11 @@ class App:
             "/check_login": {"GET": self.check_login, "POST": self.check_login},
             "/runs": {"GET": self.runs, "HEAD": self.runs},
             "/events": {"GET": self.events, "HEAD": self.events},
-            "/events.ndjson": {"GET": self.events_ndjson},
-            "/events.csv": {"GET": self.events_csv},
+            "/events.ndjson": {"GET": self.events_ndjson, "HEAD": self.events_ndjson},
+            "/events.csv": {"GET": self.events_csv, "HEAD": self.events_csv},
             "/sensors": {"GET": self.sensors, "HEAD": self.sensors},
+            "/manifest.webmanifest": {"GET": self.manifest, "HEAD": self.manifest},
+            "/icon.png": {"GET": self.icon, "HEAD": self.icon},
         }
 
     def __call__(self, environ, start_response):
@@ -81,6 +103,8 @@ class App:
             response = e.response
         except Rejected as e:
             response = json_response(e.status, {"error": e.reason, "message": e.message})
+        except QueryRefused:  # the request's values, not the database: checks before the query should catch them
+            response = json_response(400, {"error": "the database refused a value of this request"})
         except StoreError as e:
             self.log("error", event="store.failed", path=request.path, error=str(e)[:200])
             response = json_response(503, {"error": f"the database {self.store.path} is failing; see the status page"})
@@ -95,11 +119,15 @@ class App:
         self.log.write_redacted(f"at=info event=request method={self.log.value(request.method)} "
                                 f"path={self.log.value(request.path)} status={response.status} ms={ms}"
                                 f"{response.log_fields}")
-        if response.stream is not None:
-            return response.stream
+        if response.stream is not None:  # no length: HEAD gets none either (waitress would say 0 for [b""])
+            return iter(()) if request.method == "HEAD" else response.stream
         return [b"" if request.method == "HEAD" else response.body]
 
     def dispatch(self, request: Request) -> Response:
+        return self.handler_for(request)(request)
+
+    def handler_for(self, request: Request) -> Callable[[Request], Response]:
+        """The route table's handler; 404 for an unknown path, 405 for a method the path does not take."""
         methods = self.routes.get(request.path)
         if methods is None:
             raise HTTPError(404, f"no such page: {request.path[:100]}")
@@ -107,7 +135,27 @@ class App:
         if handler is None:
             raise HTTPError(405, f"{request.method[:20]} is not allowed here",
                             (("Allow", ", ".join(methods)),))
-        return handler(request)
+        return handler
+
+    def start(self) -> None:
+        """The timer's syncs, if on, and the alert watch's minute checks (serve() calls it once it listens)."""
+        if self.timer:
+            self.timer.start()
+        self.alerts.start()
+
+    def stop(self) -> None:
+        """No new syncs from now on (SIGTERM): the timer and the alert watch stop, a sync asked for is refused."""
+        if self.timer:
+            self.timer.stop()
+        self.alerts.stop()
+        self.syncer.closed = True
+
+    def close(self, deadline: float) -> None:
+        """Let a running sync finish until deadline (monotonic; else it is marked interrupted), then close the store."""
+        unfinished = self.syncer.close(deadline)
+        if unfinished:
+            self.log("warn", event="run.interrupted", run_id=unfinished.id)
+        self.store.close()
 
     # auth
     def _given_secret(self, request: Request) -> str | None:
@@ -139,35 +187,51 @@ class App:
         self.authorize(request)
         params = request.params()
         check_params(params, ("days", "pretend", "features", "then"))
-        back = self._back_to_page(params)
-        run, why_not = self.syncer.start("run", **sync_options(params, self.settings.allowed_features))
-        if back:  # the status page's Sync now: back to the page, which shows the run (or why none started)
-            return Response(303, b"See the status page.\n", headers=(("Location", back),))
+        then = self._then(params)
+        # Only the page's Sync now (a person: a POST with then=) gets past a credential pause; a monitor's ping, by
+        # GET, HEAD or POST, does not.
+        run, why_not = self.syncer.start("run", by_person=then is not None and request.method == "POST",
+                                         **sync_options(params, self.settings.allowed_features))
+        if then:  # the status page's Sync now: back to the page, which shows the run (or why none started)
+            return self._back_to_page(request, then)
         if not why_not:
             return json_response(202, {"started": True, "run_id": run.id})
         if why_not == BUSY:
             return json_response(202, {"started": False, "reason": why_not, "run_id": run and run.id})
+        if why_not.startswith(PAUSED):  # nothing is broken here: the monitor has nothing to report
+            return json_response(202, {"started": False, "reason": why_not})
         return json_response(503, {"started": False, "reason": why_not})
 
-    def _back_to_page(self, params: dict[str, str]) -> str | None:
-        """Where a browser's Sync now goes afterwards: then=/ is the page, then=/?secret the page with the secret
-        in its address, which the page asks for only when it came with ?secret= itself. None: answer JSON."""
+    @staticmethod
+    def _then(params: dict[str, str]) -> str | None:
+        """Where the page's buttons go afterwards (None: answer JSON or text, for scripts): then=/ is the page,
+        then=/?secret the page with the secret in its address (asked for only by a page that came with ?secret=
+        itself), then=page the page itself in the secret's view, as the answer (asked for by a page opened with the
+        secret form, whose secret is in no address)."""
         then = params.get("then")
-        if then is None:
-            return None
-        if then not in ("/", "/?secret"):
-            raise HTTPError(400, f"then must be / or /?secret (the status page to go back to), got {then[:40]!r}")
-        return "/?" + urllib.parse.urlencode({"secret": self.settings.secret}) if then == "/?secret" else "/"
+        if then not in (None, "/", "/?secret", "page"):
+            raise HTTPError(400, f"then must be /, /?secret or page (the status page to go back to), got {then[:40]!r}")
+        return then
+
+    def _back_to_page(self, request: Request, then: str) -> Response:
+        if then == "page":
+            return self.status_page(request)
+        location = "/?" + urllib.parse.urlencode({"secret": self.settings.secret}) if then == "/?secret" else "/"
+        return Response(303, b"See the status page.\n", headers=(("Location", location),))
 
     def _run_and_wait(self, request: Request, kind: str, allowed: tuple[str, ...]) -> Response:
         self.authorize(request)
         check_params(request.params(), allowed)
         options = sync_options(request.params(), self.settings.allowed_features)
+        then = self._then(request.params()) if "then" in allowed else None
         run, why_not = self.syncer.start(kind if kind == "check" else "update", kind, **options)
+        if run and not why_not:
+            run.done.wait()
+        if then:  # the page's Check login: the page shows the check's verdict (or why none ran)
+            return self._back_to_page(request, then)
         if why_not:
             status = 409 if why_not == BUSY else 503
             return text_response(status, f"Not started: {why_not}.\n")
-        run.done.wait()
         summary = f"\n{kind} {run.outcome}" + (f": {run.error}" if run.error else "") + "\n"
         return text_response(200 if run.outcome == "ok" else 502, "".join(run.log) + summary)
 
@@ -175,7 +239,7 @@ class App:
         return self._run_and_wait(request, "sync", ("days", "pretend", "features"))
 
     def check_login(self, request: Request) -> Response:
-        return self._run_and_wait(request, "check", ("days",))
+        return self._run_and_wait(request, "check", ("days", "then"))
 
     def runs(self, request: Request) -> Response:
         self.authorize(request)
@@ -192,13 +256,24 @@ class App:
 
     def _export(self, request: Request, content_type: str, lines: Callable[[tuple], bytes],
                 header: bytes = b"") -> Response:
-        """Every matching event, oldest first, streamed from the store in batches."""
+        """Every matching event, oldest first, streamed from the store in batches; EXPORTS_AT_ONCE at most, since a
+        slow reader holds a worker thread until it has read the last batch."""
         self.authorize(request)
         check_params(request.params(), EVENT_FILTERS)
-        rows = self.store.export_rows(event_query(request.params()))
-        first = next(rows, None)  # a failing database is a 503 now, not a cut-off 200 later
-        return Response(200, content_type=content_type,
-                        stream=self._stream(header, itertools.chain(() if first is None else (first,), rows), lines))
+        query = event_query(request.params())
+        if request.method == "HEAD":  # the headers GET would send, without reading a row or taking a place
+            return Response(200, content_type=content_type, stream=iter(()))
+        if not self._export_places.acquire(blocking=False):
+            raise HTTPError(503, f"{EXPORTS_AT_ONCE} exports are being downloaded already; try again in a few seconds.",
+                            (("Retry-After", str(EXPORT_RETRY_SECS)),))
+        try:
+            rows = self.store.export_rows(query)
+            first = next(rows, None)  # a failing database is a 503 now, not a cut-off 200 later
+        except BaseException:
+            self._export_places.release()
+            raise
+        chunks = self._stream(header, itertools.chain(() if first is None else (first,), rows), lines)
+        return Response(200, content_type=content_type, stream=_Releasing(chunks, self._export_places.release))
 
     def _stream(self, header: bytes, rows: Iterator[tuple], lines: Callable[[tuple], bytes]) -> Iterator[bytes]:
         chunk = [header]
@@ -244,7 +319,7 @@ class App:
 
     def status_page(self, request: Request) -> Response:
         authorized = self._is_authorized(request)
-        wrong = not authorized and self._secret_in_address(request)
+        wrong = not authorized and self._secret_given(request)
         now, health = self.clock(), self.health()
         events = self.event_summary(now)
         if authorized or wrong:
@@ -257,7 +332,7 @@ class App:
                 body = render_status(self.page_view(request, now, health, events, False, False)).encode()
                 cached = self._public_page = (time.monotonic(), key, body)
             body = cached[2]
-        return Response(200, body, "text/html; charset=utf-8")
+        return Response(200, body, "text/html; charset=utf-8", (("Content-Security-Policy", PAGE_POLICY),))
 
     def page_view(self, request: Request, now: float, health: tuple[str, float | None],
                   events: tuple[int, float | None] | str | None, authorized: bool, wrong_secret: bool) -> PageView:
@@ -275,8 +350,9 @@ class App:
         s = self.settings
         return PageView(
             now=now, tz=self.tz, zone=s.timezone_name, health=health[0], last_ok=health[1], authorized=authorized,
-            wrong_secret=wrong_secret, bearer=request.header("Authorization") is not None, secret=s.secret,
-            missing=s.missing, stale_mins=s.stale_mins, interval_mins=s.interval_mins, receiver_on=bool(s.dt_secrets),
+            wrong_secret=wrong_secret, secret=s.secret, secret_in_address=self._secret_in_address(request),
+            answers_post=request.method == "POST", on_heroku=s.on_heroku, missing=s.missing, stale_mins=s.stale_mins,
+            interval_mins=s.interval_mins, receiver_on=bool(s.dt_secrets),
             events=events, store_failure=store_failure, store_where=self.store.path, store_dialect=self.store.dialect,
             last_run=last_run, current=current, paused_until=paused_until, started_at=syncer.started_at,
             has_timer=timer is not None, next_at=timer.next_at if timer else None, recent_runs=recent_runs,
@@ -284,11 +360,17 @@ class App:
             versions=self.versions)
 
     @staticmethod
-    def _secret_in_address(request: Request) -> bool:
+    def _secret_given(request: Request) -> bool:
+        """A secret came in the address or the page's form (right or wrong)."""
         try:
             return "secret" in request.params()
         except HTTPError:  # a query string the page cannot read is no secret
             return False
+
+    @staticmethod
+    def _secret_in_address(request: Request) -> bool:
+        """The secret is in the page's own address: only then may the page write it into a link or a redirect."""
+        return "secret" in urllib.parse.parse_qs(request.environ.get("QUERY_STRING", ""), keep_blank_values=True)
 
     def event_summary(self, now: float) -> tuple[int, float | None] | str | None:
         """(events in the last 24 h, the newest one's arrival), None with the receiver off, "unknown" if the store
@@ -316,6 +398,20 @@ class App:
                 self._page_data_lock.release()
         return data
 
+    def post_to_page(self, request: Request) -> Response:
+        """POST /: the page's secret form (the page, in the secret's view if it is right), else a Data Connector
+        delivery."""
+        if is_secret_form(request):
+            return self.status_page(request)
+        return self.receive_delivery(request)
+
+    def manifest(self, request: Request) -> Response:
+        """The web app manifest: the name and icon "Add to Home Screen" shows."""
+        return Response(200, MANIFEST, "application/manifest+json")
+
+    def icon(self, request: Request) -> Response:
+        return Response(200, icon_png(), "image/png")
+
     # the Data Connector receiver
     def receive_delivery(self, request: Request) -> Response:
         if not self.settings.dt_secrets:
@@ -329,10 +425,13 @@ class App:
         if len(token) > MAX_SIGNATURE_CHARS:
             raise Rejected(400, "signature_too_long", "X-Dt-Signature is too long")
         verify_delivery(body, token, self.settings.dt_secrets, self.verify_clock)
-        event = parse_event(body)
         now = self.clock()
+        event = parse_event(body, now)
         try:
             duplicate = self.store.add_event(event, now, body)
+        except QueryRefused as e:  # a retry would be refused again: parse_event's checks should have caught it
+            self.log("error", event="delivery.refused", error=str(e)[:200])
+            raise Rejected(400, "unstorable", "the database refused this event's values") from None
         except StoreError as e:
             self.log("error", event="delivery.store_failed", error=str(e)[:200])
             raise Rejected(503, "store_unavailable", "the event could not be stored; retry later") from None
@@ -372,6 +471,31 @@ class App:
         return json_response(503 if document["alerts"] else 200, document)
 
 
+class _Releasing:
+    """An answer's chunks that call release() once when closed: waitress closes an answer after its last chunk,
+    and when the client goes away or the answer fails part way."""
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None]):
+        self._chunks, self._release = chunks, release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        release, self._release = self._release, None
+        try:
+            self._chunks.close()
+        finally:
+            if release:
+                release()
+
+
+def is_secret_form(request: Request) -> bool:
+    """A browser's form, not a delivery: the Data Connector sends JSON, always signed. A signed form is a delivery
+    (refused as one), never a 200 page that the sender would take for a stored event."""
+    return request.is_form() and request.header("X-Dt-Signature") is None
+
+
 def _versions() -> str:
     found = []
     for name in ("tconnectsync", "waitress", "PyJWT"):
@@ -380,3 +504,47 @@ def _versions() -> str:
         except metadata.PackageNotFoundError:
             found.append(f"{name} (not installed)")
     return ", ".join(found) + f", Python {sys.version.split()[0]}"
+
+
+class SettingsProblemsApp(App):
+    """The service while settings are unusable (Settings.problems): the status page names them and how to fix them;
+    /healthz, syncs, deliveries and data answer 503. It opens no store and runs nothing, so a wrong setting can do no
+    harm; on Heroku the app stays up instead of crashing in a loop behind an "Application error" page."""
+
+    timer = None  # serve() starts none
+
+    def __init__(self, settings: Settings, log: Log):
+        self.settings, self.log, self.versions = settings, log, _versions()
+        self.routes = self.route_table()  # the same paths and methods: a 404 or 405 stays one
+
+    def dispatch(self, request: Request) -> Response:
+        handler = self.handler_for(request)
+        if handler in (self.manifest, self.icon):  # what "Add to Home Screen" fetches
+            return handler(request)
+        if handler == self.status_page or (handler == self.post_to_page and is_secret_form(request)):
+            return self.status_page(request)
+        if handler == self.healthz:
+            problems = {"problems": list(self.settings.problems)} if self._is_authorized(request) else {}
+            return json_response(503, {"status": "settings", "message": PROBLEMS_MESSAGE, **problems})
+        return json_response(503, {"error": "settings", "message": PROBLEMS_MESSAGE})
+
+    def status_page(self, request: Request) -> Response:
+        authorized = self._is_authorized(request)
+        return Response(200, render_problems(ProblemsView(
+            problems=self.settings.problems, authorized=authorized, secret=self.settings.secret,
+            wrong_secret=not authorized and self._secret_given(request), answers_post=request.method == "POST",
+            on_heroku=self.settings.on_heroku, versions=self.versions)).encode(), "text/html; charset=utf-8",
+            (("Content-Security-Policy", PAGE_POLICY),))
+
+    def start(self) -> None:
+        """Nothing runs."""
+
+    def stop(self) -> None:
+        """Nothing runs."""
+
+    def close(self, deadline: float) -> None:
+        """Nothing to close."""
+
+
+PROBLEMS_MESSAGE = ("The service's settings have problems: the status page names them. Nothing syncs until they are "
+                    "fixed.")

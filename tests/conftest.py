@@ -65,7 +65,7 @@ def service_env(tandem, nightscout, db_path, **extra) -> dict:
         "TCONNECT_EMAIL": tandem.email, "TCONNECT_PASSWORD": PASSWORD,
         "NS_URL": nightscout.url, "NS_SECRET": NS_SECRET,
         "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET, "TCONNECTSYNC_HEROKU_DB": str(db_path),
-        "DT_SIGNATURE_SECRET": DT_SECRET,
+        "DT_SIGNATURE_SECRET": DT_SECRET, "TIMEZONE_NAME": "America/New_York",
     }
     env.update(extra)
     return env

@@ -22,7 +22,7 @@ import tcsync_wsgi
 from tcsync.log import Log
 from tcsync.page import clock_text
 from tcsync.readings import iso
-from tcsync.settings import load_settings
+from tcsync.settings import load_settings, read_settings
 from tcsync.store import Store
 from tcsync.sync import Run
 
@@ -62,6 +62,8 @@ class Tab:
         self.errors.clear()
         response = self.page.goto(f"http://{address[0]}:{address[1]}{path}")
         assert response.status == 200
+        # under the page's policy: anything it blocked (a style, the icon, Sync now's post) is a console error
+        assert response.headers["content-security-policy"].startswith("default-src 'none'; ")
         return self.page
 
     def check(self, scenario, dark=False):
@@ -177,13 +179,13 @@ def test_healthy_with_a_fridge_sensor_and_sync_now(make_app, tmp_path, tabs):
             values, chart = chart_values(page, readings)
             assert values == pytest.approx([value for _, value in readings], abs=0.01)
             assert chart["outside"] == 0 and page.locator(".alert").count() == 0
-            assert page.locator("text=Sync now").count() == 0  # only with the secret
+            assert page.get_by_role("button", name="Sync now").count() == 0  # only with the secret
             tab.check("healthy", dark=True)
 
             page = tab.open(address, WITH_SECRET)
             newest = runs_of(address)[0]["id"]
             with page.expect_navigation():
-                page.click("text=Sync now")
+                page.get_by_role("button", name="Sync now").click()
             assert page.url.endswith(WITH_SECRET)  # back on the page, the secret still in its address
             [started] = [run for run in runs_of(address) if run["id"] > newest]
             assert started["trigger"] == "run"
@@ -220,8 +222,9 @@ def test_not_configured(tmp_path, tabs):
             for tab in tabs:
                 page = tab.open(address)
                 assert page.text_content("#state") == "not configured"
-                assert page.text_content(".sentence") == ("Set TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET: "
-                                                          "syncs are refused until they are set.")
+                assert page.text_content(".sentence") == (
+                    "Set TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET, TIMEZONE_NAME (on Heroku: Settings → "
+                    "Reveal Config Vars): syncs are refused until they are set.")
                 assert page.evaluate(MARK_COUNT) == 0
                 tab.check("not-configured")
     finally:
@@ -265,3 +268,62 @@ def test_a_sensor_out_of_range_and_markup_in_names_and_errors(make_app, tmp_path
             assert odd.locator(".device").text_content() == "<img src=x onerror=window.pwned=1>"
             assert "<script>window.pwned = 'error'</script>" in page.text_content("table.runs")
             tab.check("out-of-range")
+
+
+def test_settings_problems_get_a_red_badge_and_the_page_names_them(tmp_path, tabs):
+    settings = read_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db.sqlite3"), "TCONNECTSYNC_HEROKU_SECRET":
+                              SERVICE_SECRET, "TCONNECTSYNC_HEROKU_INTERVAL_MINS": "five", "TCONNECT_REGION": "eu"})
+    app = tcsync_wsgi.create_app(settings, log=Log(LogLines()))
+    with served(app) as address:
+        for tab in tabs:
+            page = tab.open(address)
+            assert page.text_content("#state") == "settings"
+            badge = page.locator("#state").evaluate("badge => getComputedStyle(badge).backgroundColor")
+            assert badge == "rgb(207, 34, 46)"  # the failing red, --fail
+            assert page.locator(".problems li").all_text_contents() == [
+                "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number from 0 to 1440", "TCONNECT_REGION must be US or EU "
+                "(capitals)"]
+            assert "Settings → Reveal Config Vars" in page.text_content("header")
+            tab.check("settings")
+            page.fill("#secret", SERVICE_SECRET)  # with the secret: the values they got too
+            with page.expect_navigation():
+                page.get_by_role("button", name="Open with the secret").click()
+            assert page.locator(".problems li").all_text_contents()[1] == ("TCONNECT_REGION must be US or EU "
+                                                                           "(capitals), got 'eu'")
+            assert tab.errors == []
+
+
+def test_the_secret_form_then_check_login(make_app, tandem, tabs):
+    app, _ = make_app()
+    with served(app) as address:
+        for tab in tabs:
+            page = tab.open(address)
+            assert page.get_by_role("button", name="Check login").count() == 0  # only with the secret
+            assert page.locator("h2", has_text="Recent runs").count() == 0
+            page.fill("#secret", "not-the-secret")
+            with page.expect_navigation():
+                page.get_by_role("button", name="Open with the secret").click()
+            assert page.text_content(".note") == "The secret is wrong: this is the page without it."
+            page.fill("#secret", SERVICE_SECRET)
+            with page.expect_navigation():
+                page.get_by_role("button", name="Open with the secret").click()
+            assert page.url == f"http://{address[0]}:{address[1]}/"  # the secret is in no address
+            assert page.locator("h2", has_text="Recent runs").count() == 1
+            tab.check("secret-view")
+            with page.expect_navigation():
+                page.get_by_role("button", name="Check login").click()
+            verdict = page.locator("dt", has_text="Last login check").locator("xpath=following-sibling::dd[1]")
+            assert verdict.text_content().startswith("ok, ")
+            assert page.locator("h2", has_text="Recent runs").count() == 1  # still the secret's view
+            tab.check("check-login")
+        tandem.password = "changed-on-tandem"  # Tandem refuses: the page says so in one line
+        app.syncer._clients = None
+        page = tabs[0].page
+        with page.expect_navigation():
+            page.get_by_role("button", name="Check login").click()
+        verdict = page.locator("dt", has_text="Last login check").locator("xpath=following-sibling::dd[1]")
+        assert verdict.text_content().startswith("failed, ")
+        assert verdict.text_content().endswith(": the login check found errors: Tandem Source: ApiException: Error "
+                                               'sending POST to login_api_url: {"status": "FAILED", "error": '
+                                               '"account/invalid_credentials"} (HTTP 401)')
+        assert tabs[0].errors == []

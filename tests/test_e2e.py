@@ -141,7 +141,7 @@ def test_wrong_password_fails_the_run_with_a_clear_reason(make_app, tandem):
         assert status == 502
         [run] = runs_of(address)
     assert run["error"] == ("Tandem Source refused the credentials (HTTP 401): "
-                            "check TCONNECT_EMAIL and TCONNECT_PASSWORD")
+                            "check TCONNECT_EMAIL, TCONNECT_PASSWORD and TCONNECT_REGION")
     assert tandem.login_attempts == 1
     assert_no_secret(body, *log)
 
@@ -266,7 +266,36 @@ def test_cli_with_missing_settings_exits_2(tmp_path):
                           env={"PATH": os.environ["PATH"], "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db")},
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    assert done.stderr == "tcsync_wsgi: missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET\n"
+    assert done.stderr == ("tcsync_wsgi: missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET, "
+                           "TIMEZONE_NAME\n")
+
+
+@pytest.mark.parametrize(("dotenv", "env", "words"), [
+    # a .env file in the working folder, which tconnectsync reads and this service does not; stdout buffered
+    ("TCONNECT_REGION=eu\n", {}, "TCONNECT_REGION must be one of: ['US', 'EU']; Current value: eu"),
+    # a setting of tconnectsync's own that this service does not check; stdout unbuffered
+    ("", {"NIGHTSCOUT_PROFILE_UPLOAD_MODE": "merge", "PYTHONUNBUFFERED": "1"},
+     "NIGHTSCOUT_PROFILE_UPLOAD_MODE must be one of: ['add', 'replace']; Current value: merge"),
+])
+def test_tconnectsyncs_refusal_at_import_is_the_runs_error_in_its_words_and_logged_before_it(tmp_path, dotenv, env,
+                                                                                            words):
+    if dotenv:
+        (tmp_path / ".env").write_text(dotenv)
+    settings = {"PATH": os.environ["PATH"], "TCONNECT_EMAIL": "pumper@example.com", "TCONNECT_PASSWORD": PASSWORD,
+                "NS_URL": "http://127.0.0.1:9/", "NS_SECRET": NS_SECRET, "TIMEZONE_NAME": "Europe/Berlin",
+                "CACHE_CREDENTIALS": "false", "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), **env}
+    done = subprocess.run([sys.executable, str(ROOT / "tcsync_wsgi.py"), "sync"], cwd=tmp_path, env=settings,
+                          capture_output=True, text=True, timeout=60)
+    error = f"RuntimeError: tconnectsync refused its settings at import: {words}"
+    assert done.returncode == 1, done.stderr
+    assert f"sync failed: uploaded 0; {error}\n" in done.stdout
+    lines = done.stdout.splitlines()
+    said = [i for i, line in enumerate(lines) if "event=tconnectsync.import" in line]
+    finished = [i for i, line in enumerate(lines) if "event=run.finished" in line]
+    assert said and finished and said[0] < finished[0], done.stdout  # its words first, then the run's line
+    assert lines[said[0]] == f"at=error event=tconnectsync.import said={json.dumps(words)}"
+    assert json.dumps(error) in lines[finished[0]]
+    assert_no_secret(done.stdout, done.stderr)
 
 
 def test_shutdown_marks_a_run_that_outlives_the_grace_interrupted(make_app, nightscout):

@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+import html
 import json
 import socket
 import sqlite3
@@ -20,6 +21,7 @@ from pg_server import free_port
 from test_receiver import body_for, sign
 
 import tcsync_wsgi
+from tcsync.readings import iso
 from tcsync.sync import CREDENTIALS_REFUSED, SyncTimer
 
 ALL_SECRETS = (PASSWORD, NS_SECRET, hashlib.sha1(NS_SECRET.encode()).hexdigest(), SERVICE_SECRET, DT_SECRET)
@@ -155,6 +157,36 @@ def test_refused_credentials_pause_the_timer_until_a_manual_run(make_app, tandem
     assert tandem.login_attempts == 2
 
 
+def test_monitor_pings_do_not_log_in_while_refused_credentials_pause_syncs_but_sync_now_does(make_app, tandem):
+    """Each login attempt counts toward Tandem's account lockout: a monitor pinging /run every 5 minutes would
+    make 288 a day. After the first refusal only a person's Sync now (or /update) tries again."""
+    tandem.password = "changed-on-tandem"
+    app, _ = make_app()
+    with served(app) as address:
+        assert request(address, "GET", "/run", bearer())[0] == 202  # the first ping tries, and Tandem refuses
+        wait_for(lambda: runs_of(address)[0]["outcome"] == "failed")
+        assert tandem.login_attempts == 1
+        until = iso(app.syncer.paused_until)
+        for i in range(10):
+            method = ("GET", "HEAD", "POST")[i % 3]
+            status, _, body = request(address, method, "/run", bearer())
+            assert status == 202, (method, body)
+            if method != "HEAD":
+                assert json.loads(body) == {"started": False, "reason": (
+                    f"paused until {until}: {CREDENTIALS_REFUSED}. Timed syncs and /run wait until then; once the "
+                    "credentials are right, press Sync now on the status page opened with the secret, call /update, "
+                    "or restart the service")}
+        assert tandem.login_attempts == 1 and len(runs_of(address)) == 1
+        assert request(address, "GET", "/run?then=/", bearer())[0] == 303  # a GET is a ping, whatever it says
+        assert len(runs_of(address)) == 1 and tandem.login_attempts == 1
+
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, headers, _ = request(address, "POST", "/run", form, f"secret={SERVICE_SECRET}&then=/".encode())
+        assert (status, headers["Location"]) == (303, "/")  # the page's Sync now: a person asked, it tries at once
+        wait_for(lambda: len(runs_of(address)) == 2 and runs_of(address)[0]["outcome"] == "failed")
+    assert tandem.login_attempts == 2
+
+
 # A failing database --------------------------------------------------------------------------
 
 def corrupt_schema(db_path):
@@ -168,7 +200,7 @@ def corrupt_schema(db_path):
 
 
 def test_a_corrupted_database_refuses_deliveries_but_syncs_and_pages_go_on(make_app, nightscout, tmp_path):
-    app, log = make_app(verify_clock=lambda: 1_800_000_000)
+    app, log = make_app(verify_clock=lambda: 1_800_000_000, clock=lambda: 1_800_000_000)
     body = body_for("kept-1")
     with served(app) as address:
         assert request(address, "POST", "/", {"X-Dt-Signature": sign(body, now=1_800_000_000)}, body)[0] == 200
@@ -356,44 +388,75 @@ def serving(tmp_path, before="", **env):
         proc.wait(30)
 
 
-def test_healthz_answers_while_300_clients_trickle_their_headers(tmp_path):
-    import resource
+BAD_SETTINGS = {"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "five", "PUMP_SERIAL_NUMBER": "abc-123",
+                "DATABASE_URL": "mysql://me:db-password-9@db.example/x", "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET,
+                "DT_SIGNATURE_SECRET": DT_SECRET}
+PROBLEMS = ["TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number from 0 to 1440, got 'five'",
+            "PUMP_SERIAL_NUMBER must be the pump's serial number (digits), got 'abc-123'",
+            "DATABASE_URL must be a postgres:// or postgresql:// URL, got one starting with 'mysql'"]
 
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # the service raises its soft limit to this
-    with serving(tmp_path) as (address, log):
-        limit = max(100, (min(hard, 1024) - 100) // 3)  # 308 where the hard limit is 1024 or more
-        assert f" connection_limit={limit} channel_timeout=30 io=select " in log.read_text()
-        slow = [socket.create_connection(address, timeout=10) for _ in range(300)]
-        stop, rounds = threading.Event(), []
 
-        def trickle():  # each client sends one more header line a second, as a slowloris does
-            while not stop.wait(1.0):
-                for sock in slow:
-                    sock.sendall(b"X-Slow: 1\r\n")
-                rounds.append(time.monotonic())
+def test_bad_settings_keep_the_web_up_naming_them_while_syncs_and_deliveries_answer_503(tmp_path):
+    """On Heroku an exit is a crash loop and an "Application error" page: the page names the problems instead."""
+    with serving(tmp_path, **BAD_SETTINGS) as (address, log):
+        status, _, page = request(address, "GET", "/")
+        assert status == 200 and b'id="state">settings</span>' in page
+        text = page.decode()
+        for problem in PROBLEMS:  # named, without the value it got (a pump serial, a host) for the public
+            assert f"<li>{html.escape(problem.partition(', got ')[0])}</li>" in text
+        assert "five" not in text and "abc-123" not in text and "mysql" not in text
+        assert "Settings → Reveal Config Vars" in text and "sudo systemctl restart tcsync_wsgi" in text
+        secret_page = request(address, "GET", "/", bearer())[2].decode()
+        assert all(f"<li>{html.escape(problem)}</li>" in secret_page for problem in PROBLEMS)
 
-        for sock in slow:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        trickler = threading.Thread(target=trickle, daemon=True)
-        trickler.start()
-        try:
-            wait_for(lambda: len(rounds) >= 2)
-            latencies = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                status, _, body = request(address, "GET", "/healthz", timeout=10)
-                latencies.append(time.perf_counter() - t0)
-                assert (status, json.loads(body)["status"]) == (200, "idle")
-            assert all(sock.send(b"X-Slow: 1\r\n") for sock in slow)  # all 300 still held open meanwhile
-        finally:
-            stop.set()
-            trickler.join(10)
-            for sock in slow:
-                sock.close()
-    print(f"/healthz with 300 trickling clients: {', '.join(f'{s * 1000:.0f}' for s in latencies)} ms")
+        status, _, body = request(address, "GET", "/healthz")
+        assert (status, json.loads(body)) == (503, {"status": "settings", "message": (
+            "The service's settings have problems: the status page names them. Nothing syncs until they are fixed.")})
+        status, _, body = request(address, "GET", "/healthz", bearer())
+        assert (status, json.loads(body)["problems"]) == (503, PROBLEMS)
+
+        delivery = body_for("kept-later")
+        status, _, body = request(address, "POST", "/", {"X-Dt-Signature": sign(delivery)}, delivery)
+        assert (status, json.loads(body)["error"]) == (503, "settings")  # the Data Connector sends it again later
+        for method, path in (("GET", "/run"), ("HEAD", "/run"), ("POST", "/run"), ("GET", "/update"),
+                             ("POST", "/check_login"), ("GET", "/runs"), ("GET", "/events.csv")):
+            assert request(address, method, path, bearer())[0] == 503, (method, path)
+        assert request(address, "GET", "/nope")[0] == 404
+        assert request(address, "DELETE", "/run")[0] == 405
+    lines = log.read_text().splitlines()
+    [said] = [line for line in lines if "event=settings.problems" in line]
+    assert said.startswith("at=error event=settings.problems") and "got 'five'" in said
+    assert "db-password-9" not in log.read_text()
+    assert not (tmp_path / "db").exists()  # no store opened with settings that are wrong
+
+
+def test_with_a_bad_secret_no_one_is_authorized_to_read_the_problems(tmp_path):
+    with serving(tmp_path, TCONNECTSYNC_HEROKU_SECRET="short", PUMP_SERIAL_NUMBER="abc-123") as (address, _):
+        status, _, body = request(address, "GET", "/healthz", bearer("short"))
+        assert status == 503 and "problems" not in json.loads(body)
+        page = request(address, "GET", "/", bearer("short"))[2].decode()
+        assert "abc-123" not in page
+        assert "<li>TCONNECTSYNC_HEROKU_SECRET must be at least 8 characters (or unset)</li>" in page
+
+
+@pytest.mark.parametrize("verb", ["sync", "check"])
+def test_the_cli_still_exits_2_with_one_line_on_bad_settings(tmp_path, verb):
+    done = subprocess.run([sys.executable, tcsync_wsgi.__file__, verb], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **BAD_SETTINGS}, timeout=30)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"tcsync_wsgi: cannot start: {'; '.join(PROBLEMS)}\n"
+
+
+def test_a_port_it_cannot_listen_on_still_stops_the_web_start_with_2(tmp_path):
+    done = subprocess.run([sys.executable, tcsync_wsgi.__file__], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PORT": "http", "PUMP_SERIAL_NUMBER": "x"}, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr == ("tcsync_wsgi: cannot start: PORT must be a TCP port number, got 'http'; PUMP_SERIAL_NUMBER "
+                           "must be the pump's serial number (digits), got 'x'\n")
 
 
 def test_a_client_that_stops_mid_request_is_closed_after_the_channel_timeout(tmp_path):
+    """The idle timeout, when it is shorter than the header deadline (tests/test_slow_clients.py: the deadlines)."""
     with serving(tmp_path, WAITRESS_CHANNEL_TIMEOUT_SECS="2", WAITRESS_CONNECTION_LIMIT="500") as (address, log), \
             socket.create_connection(address, timeout=15) as sock:
         t0 = time.monotonic()

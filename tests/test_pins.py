@@ -315,8 +315,8 @@ def test_readings_exactly_on_the_ranges_edges_are_inside(make_app):
                                         {"name": device}) for n, value in enumerate(values)))
         status, page = get(address, "/", {})
     assert status == 200 and state_of(page) == "ok"
-    cards = {name: (cls, body) for cls, name, body in
-             re.findall(r'<article class="card([^"]*)"><h3>([^<]*)</h3>(.*?)</article>', page.decode(), re.S)}
+    card = r'<article class="card([^"]*)"><h3><bdi>([^<]*)</bdi></h3>(.*?)</article>'
+    cards = {name: (cls, body) for cls, name, body in re.findall(card, page.decode(), re.S)}
     assert sorted(cards) == ["edge-high", "edge-low", "just-out"]
     for name in ("edge-high", "edge-low"):
         cls, body = cards[name]
@@ -325,7 +325,8 @@ def test_readings_exactly_on_the_ranges_edges_are_inside(make_app):
     cls, body = cards["just-out"]  # the control: a hundredth over is out, and only its newest reading
     assert cls == " out" and "outside 2\N{EN DASH}8 °C since" in body and body.count('class="dot out"') == 1
     header = page.decode().split("<dl>")[0]
-    assert header.count("out of range") == 1 and "<strong>just-out</strong> is outside 2\N{EN DASH}8 °C" in header
+    assert header.count("out of range") == 1
+    assert "<strong><bdi>just-out</bdi></strong> is outside 2\N{EN DASH}8 °C" in header
 
 
 # 8. A successful /check_login is not a successful sync ----------------------------------------------------------

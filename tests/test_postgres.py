@@ -19,6 +19,7 @@ from test_receiver import NOW, body_for, sign
 import tcsync_wsgi
 from tcsync.log import Redactor
 from tcsync.postgres import PostgresStore, tls_options
+from tcsync.readings import iso
 from tcsync.settings import SettingsError, load_settings
 from tcsync.store import open_store
 
@@ -130,7 +131,7 @@ def test_two_processes_on_one_database_sync_one_at_a_time_and_share_events(datab
 
         def deliver(address, ids):
             for event_id in ids:
-                body = body_for(event_id)
+                body = body_for(event_id, timestamp=iso(time.time()))  # the processes' clocks are the real one
                 answers_seen.append(request(address, "POST", "/", {"X-Dt-Signature": sign(body, now=time.time())},
                                             body)[0])
 
@@ -176,7 +177,7 @@ def test_a_database_outage_refuses_deliveries_and_recovers_without_a_restart(pg_
     answered = {}
 
     def deliver(event_id):
-        body = body_for(event_id)
+        body = body_for(event_id, timestamp=iso(time.time()))  # the service's clock is the real one
         status, _, answer = request(address, "POST", "/", {"X-Dt-Signature": sign(body)}, body)
         answered[event_id] = status
         return status, json.loads(answer)

@@ -1,5 +1,6 @@
 """The status page in-process: its pure parts (times, strip, cards, charts), its states, escaping, caching, Sync now."""
 
+import html
 import json
 import re
 import zoneinfo
@@ -189,7 +190,7 @@ def test_a_card_shows_the_readings_battery_signal_chart_and_an_alert_when_outsid
 def test_a_card_back_in_range_has_no_alert_but_says_it_was_out():
     card, alert = sensor_card({**FRIDGE, "name": None}, {"temperature": TEMPERATURES[:5]}, NOW, NY, (2.0, 8.0))
     assert alert is None
-    assert "<h3>fridge1</h3>" in card and "Back inside 2\N{EN DASH}8 °C" in card
+    assert "<h3><bdi>fridge1</bdi></h3>" in card and "Back inside 2\N{EN DASH}8 °C" in card
 
 
 def test_a_humidity_sensor_gets_a_chart_per_kind():
@@ -213,8 +214,8 @@ def test_a_bad_temperature_range_is_named_with_the_other_problems(raw):
     with pytest.raises(SettingsError) as raised:
         load_settings({"DT_TEMPERATURE_RANGE": raw, "TCONNECT_REGION": "eu"})
     assert raised.value.problems == ["TCONNECT_REGION must be US or EU (capitals), got 'eu'",
-                                     f"DT_TEMPERATURE_RANGE must be two numbers of °C, the lower first, like 2..8, "
-                                     f"got {raw!r}"]
+                                     "DT_TEMPERATURE_RANGE must be two numbers of °C from -100 to 100, the lower first,"
+                                     f" like 2..8, got {raw!r}"]
 
 
 # The page's states ---------------------------------------------------------------------------
@@ -235,8 +236,9 @@ def finish(app, started_at, outcome="ok", error=None):
 def test_ok_idle_before_any_sync_and_times_in_zone(app):
     page = call(app)[2]
     assert state_of(page) == "ok"
-    assert sentence_of(page) == ("Ready: no sync has run yet. There is no timer (TCONNECTSYNC_HEROKU_INTERVAL_MINS), "
-                                 "so syncs run when /run is called.")
+    assert sentence_of(page) == ("Ready: no sync has run yet. There is no timer: set TCONNECTSYNC_HEROKU_INTERVAL_MINS "
+                                 "(5 is usual) in the Config Vars, or press Sync now on the page opened with the "
+                                 "secret.")
     assert b'<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     assert b'<meta http-equiv="refresh" content="60">' in page
     assert b"Times are in America/New_York." in page
@@ -247,8 +249,25 @@ def test_not_configured_names_the_settings(tmp_path):
     settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db"), "TCONNECT_EMAIL": "a@b.c"})
     page = call(tcsync_wsgi.create_app(settings, log=Log(LogLines())))[2]
     assert state_of(page) == "not configured"
-    assert sentence_of(page) == "Set TCONNECT_PASSWORD, NS_URL, NS_SECRET: syncs are refused until they are set."
-    assert b"<h2>Sensors</h2>" not in page and b"receiver: not configured (set DT_SIGNATURE_SECRET)" in page
+    assert sentence_of(page) == ("Set TCONNECT_PASSWORD, NS_URL, NS_SECRET, TIMEZONE_NAME (on Heroku: Settings → "
+                                 "Reveal Config Vars): syncs are refused until they are set.")
+    assert b"<h2>Sensors</h2>" not in page and b"<p>Data Connector: off (optional)</p>" in page
+
+
+def test_without_a_time_zone_syncs_are_refused_the_page_names_it_and_shows_utc(make_app):
+    app, _ = make_app(clock=lambda: NOW, TIMEZONE_NAME="")
+    assert app.settings.missing == ("TIMEZONE_NAME",)
+    assert app.syncer.start("timer") == (None, "missing settings: TIMEZONE_NAME")
+    status, _, body = call(app, "GET", "/run", headers=bearer())
+    assert (status, json.loads(body)) == (503, {"started": False, "reason": "missing settings: TIMEZONE_NAME"})
+    assert call(app, "GET", "/update", headers=bearer())[0] == 503
+    finish(app, NOW - 300)  # another process's run: its time in UTC, said so
+    page = call(app, headers=bearer())[2]
+    assert state_of(page) == "not configured"
+    assert sentence_of(page).startswith("Set TIMEZONE_NAME")
+    assert b"Times are in UTC until TIMEZONE_NAME names your pump's time zone." in page
+    assert b'title="2027-01-15T07:55:00+00:00 (UTC)">07:55 (5 min ago)' in page
+    assert app.store.runs(5)[0]["trigger"] == "timer"  # nothing else ran
 
 
 def sync(app, trigger="run"):
@@ -266,8 +285,8 @@ def test_failing_says_why_and_what_to_do_only_with_the_secret(make_app, nightsco
     assert sync(app).outcome == "failed"
     public = call(app)[2]
     assert state_of(public) == "failing"
-    assert sentence_of(public) == ("The last sync failed at 03:00 (just now); open this page with ?secret= to see "
-                                   "why. The next sync tries again.")
+    assert sentence_of(public) == ("The last sync failed at 03:00 (just now); enter the service's secret at the "
+                                   "bottom of this page to see why. The next sync tries again.")
     assert host.encode() not in public and b"Recent runs" not in public
     secret = call(app, headers=bearer())[2]
     assert sentence_of(secret) == (f"The last sync failed at 03:00 (just now): could not reach Nightscout ({host}): "
@@ -283,8 +302,10 @@ def test_stale_says_since_when(make_app):
     page = call(app)[2]
     assert state_of(page) == "stale"
     assert sentence_of(page) == ("No successful sync since 03:00 (2 h ago), more than 60 minutes "
-                                 "(TCONNECTSYNC_HEROKU_STALE_MINS): /healthz answers 503. No sync ran lately: is the "
-                                 "timer on, or is a monitor calling /run?")
+                                 "(TCONNECTSYNC_HEROKU_STALE_MINS), so the health check now tells your uptime monitor "
+                                 "that syncs stopped. No sync ran lately: is a timer set "
+                                 "(TCONNECTSYNC_HEROKU_INTERVAL_MINS), and does your uptime monitor keep the service "
+                                 "awake?")
 
 
 def test_paused_says_until_when_and_how_to_retry_and_then_what_failed(make_app, tandem):
@@ -294,14 +315,18 @@ def test_paused_says_until_when_and_how_to_retry_and_then_what_failed(make_app, 
     assert sync(app).error == CREDENTIALS_REFUSED
     assert state_of(call(app)[2]) == "paused"
     assert sentence_of(call(app, headers=bearer())[2]) == (
-        "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD. Timed syncs "
-        "wait until 09:00 (in 6 h); once the password is right, pressing Sync now tries again at once.")
+        "Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL, TCONNECT_PASSWORD and "
+        "TCONNECT_REGION. Timed syncs and monitor pings wait until 09:00 (in 6 h) (each failed login counts toward "
+        "Tandem's account lockout); once the credentials are right, pressing Sync now tries again at once.")
+    assert sentence_of(call(app)[2]).endswith("once the credentials are right, Sync now on the page opened with the "
+                                              "secret tries again at once.")
     now[0] += 6 * 3600 + 60  # the pause is over: the timer tries again, and the page says what failed last
     page = call(app, headers=bearer())[2]
     assert state_of(page) == "stale" and b"paused until" not in page
     assert sentence_of(page).endswith("The last sync failed at 03:00 (6 h ago): Tandem Source refused the credentials "
-                                      "(HTTP 401): check TCONNECT_EMAIL and TCONNECT_PASSWORD. Log in at Tandem Source "
-                                      "with the same email and password to check them.")
+                                      "(HTTP 401): check TCONNECT_EMAIL, TCONNECT_PASSWORD and TCONNECT_REGION. Log in "
+                                      "at Tandem Source with the same email and password to check them, and check that "
+                                      "TCONNECT_REGION is the region of your account (US, or EU for a European one).")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -318,8 +343,8 @@ def test_versions_and_the_database_path_only_with_the_secret(app, backend):
 
 def test_a_wrong_secret_in_the_address_says_so_and_shows_the_public_page(app):
     page = call(app, query="secret=wrong")[2]
-    assert b"The secret in the address is wrong" in page and b"Recent runs" not in page and b"wrong" not in \
-        page.replace(b"The secret in the address is wrong", b"")
+    assert b"The secret is wrong" in page and b"Recent runs" not in page and b"wrong" not in \
+        page.replace(b"The secret is wrong", b"")
 
 
 def test_the_secret_page_lists_runs_in_zone_with_sync_now_and_the_csv_link(app):
@@ -356,8 +381,8 @@ def test_at_most_twelve_cards_out_of_range_first_then_by_name(make_app):
                  "data": {"temperature": {"value": value}}, "timestamp": "2027-01-15T07:50:00Z"}
         app.store.add_event(event, NOW, json.dumps({"event": event}).encode())
     page = call(app)[2].decode()
-    assert re.findall(r"<h3>(\w+)</h3>", page) == ["d13", *(f"d{i:02}" for i in range(11))]
-    assert "And 2 more devices: /sensors lists them all (with the secret)." in page
+    assert re.findall(r"<h3><bdi>(\w+)</bdi></h3>", page) == ["d13", *(f"d{i:02}" for i in range(11))]
+    assert "And 2 more devices, not shown here." in page
 
 
 # Cost: what the page reads is reused for a moment, and read again when a run finishes here -----
@@ -402,7 +427,7 @@ def test_sync_now_keeps_the_secret_in_the_address_only_when_asked(app):
 
 def test_then_must_be_the_page_and_without_it_run_answers_json_as_before(app):
     status, _, body = call(app, "POST", "/run", headers=FORM, body=f"secret={SERVICE_SECRET}&then=//evil".encode())
-    assert status == 400 and json.loads(body)["error"].startswith("then must be / or /?secret")
+    assert status == 400 and json.loads(body)["error"].startswith("then must be /, /?secret or page")
     assert app.store.runs(5) == []
     status, headers, body = call(app, "POST", "/run", headers=FORM, body=f"secret={SERVICE_SECRET}".encode())
     assert status == 202 and json.loads(body)["started"] is True and "Location" not in headers
@@ -410,3 +435,116 @@ def test_then_must_be_the_page_and_without_it_run_answers_json_as_before(app):
 
 def test_sync_now_needs_the_secret(app):
     assert call(app, "POST", "/run", headers=FORM, body=b"then=/")[0] == 401
+
+
+# Plain words, the secret form, Check login, Add to Home Screen ------------------------------
+
+def visible_text(page: bytes) -> str:
+    """What a person reads: the body's text, tags dropped and entities read."""
+    body = page.decode().partition("<body>")[2]
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+def test_the_public_page_speaks_in_plain_words_in_every_state(make_app, tandem, nightscout, tmp_path):
+    """No route names or parameter syntax for people without the secret: what to do instead."""
+    now = [NOW]
+    pages = {}
+    app, _ = make_app(clock=lambda: now[0])
+    pages["idle, no timer"] = call(app)[2]
+    nightscout.mode = "503"
+    assert sync(app).outcome == "failed"
+    pages["failing"] = call(app)[2]
+    now[0] += 2 * 3600
+    pages["stale"] = call(app)[2]
+    tandem.password = "changed-on-tandem"
+    app, _ = make_app(clock=lambda: now[0])
+    assert sync(app).error == CREDENTIALS_REFUSED
+    pages["paused"] = call(app)[2]
+    settings = load_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db2"), "TCONNECTSYNC_HEROKU_SECRET": "x" * 8})
+    pages["not configured"] = call(tcsync_wsgi.create_app(settings, log=Log(LogLines())))[2]
+    for state, page in pages.items():
+        text = visible_text(page)
+        for route in ("/run", "/healthz", "/update", "/sensors", "/check_login", "?secret", "secret="):
+            assert route not in text, (state, route)
+    assert "Data Connector: off (optional)" in visible_text(pages["not configured"])
+
+
+def test_the_secret_form_opens_the_secrets_view_without_writing_the_secret_into_a_link(app):
+    public = call(app)[2].decode()
+    assert ('<form method="post" action="/" class="secret">' in public and 'type="password" id="secret" '
+            'name="secret" autocomplete="current-password" required>' in public)
+    finish(app, NOW - 300, "failed", "boom")
+    status, headers, page = call(app, "POST", "/", headers=FORM, body=f"secret={SERVICE_SECRET}".encode())
+    page = page.decode()
+    assert status == 200 and "Location" not in headers
+    assert "Recent runs" in page and ">boom<" in page and 'class="secret"' not in page  # the secret's view
+    assert '<a href="/events.csv">' in page  # no link carries the secret: it came in no address
+    assert page.count(f'name="secret" value="{SERVICE_SECRET}"') == 2  # Sync now's and Check login's forms only
+    assert page.count('<input type="hidden" name="then" value="page">') == 2  # their answer: this view again
+    assert 'http-equiv="refresh"' not in page and "This view does not refresh itself" in page
+    signed = call(app, "POST", "/", headers={**FORM, "X-Dt-Signature": "a.b.c"}, body=b"secret=x")
+    assert signed[0] == 400 and signed[1]["Content-Type"] == "application/json"  # a delivery: never a 200 page
+    wrong = call(app, "POST", "/", headers=FORM, body=b"secret=wrong-secret-1")[2].decode()
+    assert "The secret is wrong: this is the page without it." in wrong and "Recent runs" not in wrong
+    # the page opened with ?secret= keeps working as before: its buttons come back to that address
+    page = call(app, query=f"secret={SERVICE_SECRET}")[2].decode()
+    assert page.count('<input type="hidden" name="then" value="/?secret">') == 2
+
+
+def test_check_login_on_the_page_shows_its_one_line_verdict(make_app, tandem):
+    app, _ = make_app(clock=lambda: NOW)
+    form = f"secret={SERVICE_SECRET}&then=page".encode()
+    status, _, page = call(app, "POST", "/check_login", headers=FORM, body=form)
+    assert status == 200
+    assert re.search(r"<dt>Last login check</dt><dd>ok, <time [^>]*>03:00 \(just now\)</time></dd>", page.decode())
+    tandem.password = "changed-on-tandem"
+    app.syncer._clients = None  # log in again, as a new process would
+    status, headers, _ = call(app, "POST", "/check_login", headers=FORM,
+                              body=f"secret={SERVICE_SECRET}&then=/%3Fsecret".encode())
+    assert (status, headers["Location"]) == (303, f"/?secret={SERVICE_SECRET}")  # a page opened with ?secret=
+    page = call(app, query=f"secret={SERVICE_SECRET}")[2].decode()
+    assert re.search(r"<dt>Last login check</dt><dd>failed, <time [^>]*>03:00 \(just now\)</time>: the login check "
+                     r"found errors: Tandem Source: ApiException: Error sending POST to login_api_url: \{&quot;status"
+                     r"&quot;: &quot;FAILED&quot;, &quot;error&quot;: &quot;account/invalid_credentials&quot;\} "
+                     r"\(HTTP 401\)</dd>", page)
+    assert "Last login check" not in call(app)[2].decode()  # only with the secret
+    assert app.syncer.paused_until is None  # a check is no sync: it pauses nothing
+
+
+def test_sync_now_from_the_secrets_view_answers_that_view(app):
+    status, headers, page = call(app, "POST", "/run", headers=FORM, body=f"secret={SERVICE_SECRET}&then=page".encode())
+    assert status == 200 and "Location" not in headers and "Recent runs" in page.decode()
+    wait_for(lambda: app.syncer.current is None)
+    assert [run["trigger"] for run in app.store.runs(5)] == ["run"]
+
+
+def test_add_to_home_screen_gets_the_name_and_an_icon_from_the_service(app):
+    page = call(app)[2].decode()
+    assert '<link rel="manifest" href="/manifest.webmanifest">' in page
+    assert '<link rel="apple-touch-icon" href="/icon.png">' in page
+    status, headers, body = call(app, path="/manifest.webmanifest")
+    manifest = json.loads(body)
+    assert (status, headers["Content-Type"]) == (200, "application/manifest+json")
+    assert (manifest["name"], manifest["start_url"]) == ("tconnectsync service", "/")
+    assert manifest["icons"] == [{"src": "/icon.png", "sizes": "256x256", "type": "image/png", "purpose": "any"}]
+    status, headers, icon = call(app, path="/icon.png")
+    assert (status, headers["Content-Type"]) == (200, "image/png")
+    assert icon[:8] == b"\x89PNG\r\n\x1a\n" and icon[12:24] == b"IHDR" + (256).to_bytes(4, "big") * 2
+    assert call(app, "HEAD", "/icon.png")[1]["Content-Length"] == str(len(icon))
+
+
+@pytest.mark.parametrize(("env", "warned"), [
+    ({"DYNO": "web.1"}, True),  # Heroku, SQLite, the receiver on: events vanish at the next restart
+    ({}, False),  # a Raspberry Pi's disk keeps the file
+    ({"DYNO": "web.1", "DT_SIGNATURE_SECRET": ""}, False),  # no receiver, no events to lose
+])
+def test_on_heroku_the_page_says_events_in_sqlite_vanish_at_the_next_restart(make_app, env, warned):
+    app, _ = make_app(clock=lambda: NOW, **env)
+    text = visible_text(call(app)[2])
+    assert ("Data Connector events are kept in a file on the Heroku dyno, which Heroku wipes at every restart (at "
+            "least once a day): they vanish then. Add Heroku Postgres" in " ".join(text.split())) is warned
+
+
+def test_on_heroku_with_postgres_nothing_is_said(make_app, database_url):
+    app, _ = make_app(clock=lambda: NOW, DYNO="web.1", DATABASE_URL=database_url)
+    assert "wipes at every restart" not in call(app)[2].decode()

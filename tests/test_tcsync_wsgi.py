@@ -15,6 +15,7 @@ from conftest import NS_SECRET, PASSWORD, SERVICE_SECRET, LogLines, call, servic
 
 import tcsync.settings
 import tcsync_wsgi
+from tcsync.web import SettingsProblemsApp
 from tcsync.log import Log, Redactor
 from tcsync.receiver import secret_matches
 from tcsync.store import Store, open_store
@@ -35,9 +36,11 @@ def app(make_app):
 
 def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     s = load_settings({})
-    assert s.missing == ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET")
+    assert s.missing == ("TCONNECT_EMAIL", "TCONNECT_PASSWORD", "NS_URL", "NS_SECRET", "TIMEZONE_NAME")
+    assert s.timezone_name == ""  # no silent America/New_York: syncs wait until a zone is named
     assert (s.interval_mins, s.stale_mins, s.sync_timeout_secs, s.port, s.host) == (0, 60, 120, 5000, "0.0.0.0")
     assert (s.connection_limit, s.channel_timeout_secs) == (None, 30)  # None: from the open-files limit
+    assert (s.header_timeout_secs, s.body_timeout_secs) == (10, 30)
     assert s.features == ("BASAL", "BOLUS", "PUMP_EVENTS", "PROFILES")
     assert s.db_path.endswith("tcsync.sqlite3")
 
@@ -63,11 +66,30 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "2.5"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
     ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "-1"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
     ({"WAITRESS_CHANNEL_TIMEOUT_SECS": "9999999999"}, "WAITRESS_CHANNEL_TIMEOUT_SECS must be a whole number"),
+    ({"WAITRESS_HEADER_TIMEOUT_SECS": "0"}, "WAITRESS_HEADER_TIMEOUT_SECS must be a whole number of at least 1"),
+    ({"WAITRESS_BODY_TIMEOUT_SECS": "1.5"}, "WAITRESS_BODY_TIMEOUT_SECS must be a whole number of at least 1"),
 ])
 def test_each_bad_setting_is_named(env, needle):
     with pytest.raises(SettingsError) as raised:
         load_settings(env)
     assert needle in str(raised.value)
+
+
+@pytest.mark.parametrize(("env", "zone"), [
+    ({"TIMEZONE_NAME": "Europe/Berlin"}, "Europe/Berlin"),
+    ({"TZ": "Asia/Kolkata"}, "Asia/Kolkata"),  # as tconnectsync reads it: TZ when TIMEZONE_NAME is unset
+    ({"TIMEZONE_NAME": "Europe/Berlin", "TZ": "Asia/Kolkata"}, "Europe/Berlin"),
+])
+def test_the_pumps_time_zone_comes_from_timezone_name_or_tz(env, zone):
+    s = load_settings(env)
+    assert s.timezone_name == zone and "TIMEZONE_NAME" not in s.missing
+
+
+def test_a_bad_zone_in_tz_is_named_as_tz():
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"TZ": ":/etc/localtime"})
+    assert str(raised.value) == ("TZ must be a time zone name like America/New_York (or set TIMEZONE_NAME), "
+                                 "got ':/etc/localtime'")
 
 
 def test_a_bad_ns_url_is_named_without_its_password():
@@ -86,10 +108,11 @@ def test_every_problem_is_listed_at_once():
 def test_settings_parse_and_derive():
     s = load_settings({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "30", "PORT": "8080", "LISTEN_PORT": "9",
                        "WAITRESS_CONNECTION_LIMIT": "2000", "WAITRESS_CHANNEL_TIMEOUT_SECS": " 45 ",
+                       "WAITRESS_HEADER_TIMEOUT_SECS": "5", "WAITRESS_BODY_TIMEOUT_SECS": "60",
                        "TCONNECTSYNC_HEROKU_FEATURES": "basal, bolus", "NS_URL": "https://ns.example/sub",
                        "API_SECRET": "from-api-secret"})
     assert (s.interval_mins, s.stale_mins, s.port) == (30, 90, 8080)
-    assert (s.connection_limit, s.channel_timeout_secs) == (2000, 45)
+    assert (s.connection_limit, s.channel_timeout_secs, s.header_timeout_secs, s.body_timeout_secs) == (2000, 45, 5, 60)
     assert s.features == ("BASAL", "BOLUS")
     assert s.ns_url == "https://ns.example/sub/"
     assert s.ns_secret == "from-api-secret"
@@ -117,16 +140,40 @@ def test_our_feature_list_is_tconnectsyncs():
     assert tcsync.settings.DEFAULT_FEATURES == tuple(DEFAULT_FEATURES)
 
 
-@pytest.mark.parametrize(("env", "needle"), [
-    ({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "abc"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
-    ({"TCONNECTSYNC_HEROKU_DB": "/proc/no/such/dir/x.sqlite3"}, "cannot use the database /proc/no/such/dir/x.sqlite3"),
+@pytest.mark.parametrize(("verb", "env", "needle"), [
+    # a bad setting keeps the web up (tests/test_faults.py); the CLI still stops
+    (["sync"], {"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "abc"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
+    ([], {"TCONNECTSYNC_HEROKU_DB": "/proc/no/such/dir/x.sqlite3"},
+     "cannot use the database /proc/no/such/dir/x.sqlite3"),
 ])
-def test_bad_configuration_stops_the_process_with_status_2_and_one_line(tmp_path, env, needle):
-    done = subprocess.run([sys.executable, tcsync_wsgi.__file__], env={"PATH": "/usr/bin:/bin", **env},
+def test_bad_configuration_stops_the_process_with_status_2_and_one_line(tmp_path, verb, env, needle):
+    done = subprocess.run([sys.executable, tcsync_wsgi.__file__, *verb], env={"PATH": "/usr/bin:/bin", **env},
                           cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert needle in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_with_settings_problems_every_route_answers_validly_and_nothing_is_opened(tmp_path):
+    settings = tcsync.settings.read_settings({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "five",
+                                              "TCONNECTSYNC_HEROKU_SECRET": SERVICE_SECRET,
+                                              "TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db")})
+    assert settings.problems == ("TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number from 0 to 1440, got 'five'",)
+    app = tcsync_wsgi.create_app(settings, log=Log(LogLines()))
+    assert isinstance(app, SettingsProblemsApp) and not (tmp_path / "db").exists()
+    expected = {("GET", "/"): 200, ("HEAD", "/"): 200, ("GET", "/manifest.webmanifest"): 200, ("GET", "/icon.png"): 200,
+                ("GET", "/healthz"): 503, ("HEAD", "/healthz"): 503, ("POST", "/"): 503, ("GET", "/run"): 503,
+                ("GET", "/update"): 503, ("POST", "/check_login"): 503, ("GET", "/runs"): 503,
+                ("GET", "/events"): 503, ("GET", "/events.ndjson"): 503, ("GET", "/sensors"): 503,
+                ("GET", "/nope"): 404, ("PUT", "/"): 405}
+    for (method, path), status in expected.items():
+        assert call(app, method, path, headers=auth())[0] == status, (method, path)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    page = call(app, "POST", "/", headers=form, body=f"secret={SERVICE_SECRET}".encode())[2]
+    assert b"got &#x27;five&#x27;" in page and b'http-equiv="refresh"' not in page
+    assert b"The secret is wrong" in call(app, "POST", "/", headers=form, body=b"secret=not-it-at-all")[2]
+    app.stop()
+    app.close(0)
 
 
 def test_a_taken_port_stops_the_process_with_status_2(tmp_path):
@@ -237,7 +284,7 @@ def test_status_page_names_missing_settings(tmp_path):
     status, _, body = call(app)
     assert status == 200
     assert b"not configured" in body
-    assert b"TCONNECT_PASSWORD, NS_URL, NS_SECRET" in body
+    assert b"TCONNECT_PASSWORD, NS_URL, NS_SECRET, TIMEZONE_NAME" in body
 
 
 def test_status_page_says_the_timer_waits_for_missing_settings(tmp_path):
@@ -369,7 +416,7 @@ def test_a_near_miss_secret_gets_the_public_answer_of_public_routes(make_app, ni
     public = call(app, path=path)[2]
     with_secret = call(app, path=path, headers=auth())[2]
     assert b"last_uploaded_entry 503" in with_secret and b"last_uploaded_entry 503" not in public
-    note = b'<p class="note">The secret in the address is wrong: this is the page without it.</p>'
+    note = b'<p class="note">The secret is wrong: this is the page without it.</p>'
     for secret in NEAR_MISSES:
         assert call(app, path=path, headers=auth(secret))[2] == public, secret
         by_address = call(app, path=path, query=f"secret={urllib.parse.quote(secret)}")[2]
@@ -417,7 +464,8 @@ def test_sync_routes_refuse_when_settings_are_missing(tmp_path):
     app = tcsync_wsgi.create_app(settings, log=Log(LogLines()))
     status, _, body = call(app, path="/run", headers=auth())
     assert status == 503
-    assert json.loads(body)["reason"] == "missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET"
+    assert json.loads(body)["reason"] == ("missing settings: TCONNECT_EMAIL, TCONNECT_PASSWORD, NS_URL, NS_SECRET, "
+                                           "TIMEZONE_NAME")
     status, _, body = call(app, path="/check_login", headers=auth())
     assert status == 503 and b"missing settings: TCONNECT_EMAIL" in body
     assert app.store.runs(10) == []
