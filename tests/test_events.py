@@ -232,10 +232,10 @@ def test_sensors_has_the_newest_reading_of_each_kind(delivered):
 
 def test_series_gives_the_points_of_one_kind(delivered):
     _, app, _ = delivered
-    assert app.store.series("fridge1", "temperature", NOW - 86400) == [
+    assert app.store.series("fridge1", "temperature", NOW - 86400, NOW) == [
         (NOW - 4500, 4.8), (pytest.approx(NOW - 3600 + 0.123457), 5.0), (NOW - 2700, 5.5)]
-    assert app.store.series("room2", "humidity", NOW - 86400) == [(NOW - 3300, 40)]
-    assert app.store.series("room2", "temperature", NOW - 3000) == []
+    assert app.store.series("room2", "humidity", NOW - 86400, NOW) == [(NOW - 3300, 40)]
+    assert app.store.series("room2", "temperature", NOW - 3000, NOW) == []
 
 
 @pytest.mark.parametrize(("query", "needle"), [
@@ -322,7 +322,7 @@ def test_a_store_written_by_release_1_0_0_is_upgraded_in_place(make_app, tmp_pat
     assert [(s["device"], s["name"], sorted(s["readings"])) for s in sensors] == [
         ("fridge1", "Fridge", ["temperature"]), ("room2", None, ["humidity", "temperature"])]
     assert (run["trigger"], run["outcome"]) == ("timer", "interrupted")
-    assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (2,)
+    assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_a_store_from_a_newer_release_is_refused(tmp_path):
