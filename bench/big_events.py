@@ -100,9 +100,9 @@ def measure(pid: int, port: int, label: str, paths: list[str], headers: dict) ->
     for thread in threads:
         thread.join()
     elapsed, after = time.perf_counter() - t0, memory(pid)
+    peak, kept = after["VmHWM"] - before, after["VmRSS"] - before
     print(f"{label:32} {answers[0][0]}, {sum(a[1] for a in answers) / 1e6:6.1f} MB in {elapsed:5.2f} s;"
-          f" RSS before {before:5.1f} MB, peak +{after['VmHWM'] - before:5.1f} MB, after +{after['VmRSS'] - before:5.1f} MB",
-          flush=True)
+          f" RSS before {before:5.1f} MB, peak +{peak:5.1f} MB, after +{kept:5.1f} MB", flush=True)
 
 
 def main() -> None:

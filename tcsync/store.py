@@ -89,6 +89,14 @@ FUTURE_SLACK_SECS = 300
 RUN_COLUMNS = "id, trigger, started_at, finished_at, outcome, uploaded, last_event_seq, error"
 EVENT_COLUMNS = "event_id, event_type, target, timestamp, received_at, duplicates, body, device, event_time"
 READING_COLUMNS = "event_id, kind, device, value, text, unit, event_time"
+INSERT_EVENTS = (f"INSERT INTO events ({EVENT_COLUMNS}, name) VALUES {{values}}"
+                 " ON CONFLICT (event_id) DO UPDATE SET duplicates = events.duplicates + 1"
+                 " RETURNING event_id, duplicates")
+# PostgreSQL stores a batch's events and the readings of the new ones in one statement (SQLite cannot: two).
+INSERT_WITH_READINGS_POSTGRES = (
+    f"WITH kept AS ({{insert}}), added AS (INSERT INTO readings ({READING_COLUMNS}) SELECT r.* FROM (VALUES {{values}})"
+    f" AS r ({READING_COLUMNS}) JOIN kept ON kept.event_id = r.event_id AND kept.duplicates = 0)"
+    " SELECT event_id, duplicates FROM kept")
 SHARED_STATE_SECS = 2.0  # how old what other processes wrote may look (runs on /healthz, events on the page)
 
 
@@ -357,9 +365,11 @@ class Store:
             item.finish()
 
     def _transaction(self, db, batch: list[_Write]) -> None:
-        """Every write of a batch, the deliveries in one statement, in one transaction. A batch of one is
-        one statement, atomic by itself: no BEGIN and COMMIT around it (a third of the calls, or round trips)."""
-        alone = len(batch) == 1
+        """Every write of a batch, the deliveries in one statement (on SQLite their readings in one more), in one
+        transaction. A batch of one statement is atomic by itself: no BEGIN and COMMIT around it (a third of the
+        calls, or round trips)."""
+        delivery = batch[0].sql is None
+        alone = len(batch) == 1 and (not delivery or self.dialect == "postgres" or not batch[0].args[1])
         if alone:
             self.before_commit()
         else:
@@ -380,8 +390,8 @@ class Store:
             raise
 
     def _insert_events(self, db, deliveries: list[_Write]) -> None:
-        """One INSERT for the batch's distinct eventIds and one for the readings of those that are new; a repeat
-        within the batch only counts up. A delivery's args: (its events row, its readings rows)."""
+        """The batch's distinct eventIds and the readings of those that are new; a repeat within the batch only
+        counts up. A delivery's args: (its events row, its readings rows)."""
         firsts: dict[str, _Write] = {}
         repeats: collections.Counter[str] = collections.Counter()
         for item in deliveries:
@@ -391,18 +401,25 @@ class Store:
                 item.result = True
             else:
                 firsts[event_id] = item
-        values = ", ".join(["(?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"] * len(firsts))
-        rows, _ = self._run(db, f"INSERT INTO events ({EVENT_COLUMNS}, name) VALUES {values}"
-                                " ON CONFLICT (event_id) DO UPDATE SET duplicates = events.duplicates + 1"
-                                " RETURNING event_id, duplicates",
-                            [value for item in firsts.values() for value in item.args[0]])
-        readings = []
-        for event_id, duplicates in rows:
+        for event_id, duplicates in self._insert_new(db, list(firsts.values())):
             firsts[event_id].result = duplicates > 0
-            readings += () if duplicates else firsts[event_id].args[1]  # a duplicate's readings are stored already
-        self._insert_readings(db, readings)
         for event_id, count in repeats.items():
             self._run(db, "UPDATE events SET duplicates = duplicates + ? WHERE event_id = ?", (count, event_id))
+
+    def _insert_new(self, db, items: list[_Write]) -> list[tuple[str, int]]:
+        """(event_id, duplicates before) of each delivery; the readings of those that were new are stored with them
+        (a duplicate's are stored already). PostgreSQL: one statement, one round trip; SQLite: two."""
+        events = [value for item in items for value in item.args[0]]
+        readings = [reading for item in items for reading in item.args[1]]
+        insert = INSERT_EVENTS.format(values=", ".join(["(?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"] * len(items)))
+        if self.dialect == "postgres" and readings:
+            values = ", ".join(["(?::text, ?::text, ?::text, ?::float8, ?::text, ?::text, ?::float8)"] * len(readings))
+            return self._run(db, INSERT_WITH_READINGS_POSTGRES.format(insert=insert, values=values),
+                             [*events, *(value for reading in readings for value in reading)])[0]
+        rows, _ = self._run(db, insert, events)
+        new = {event_id for event_id, duplicates in rows if not duplicates}
+        self._insert_readings(db, [reading for reading in readings if reading[0] in new])
+        return rows
 
     def _insert_readings(self, db, readings: list[tuple]) -> None:
         if readings:  # at most 2 x WRITE_BATCH rows of 7 values: far below both databases' limits
