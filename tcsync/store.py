@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
+import json
 import math
 import os
 import queue
@@ -89,14 +90,17 @@ FUTURE_SLACK_SECS = 300
 RUN_COLUMNS = "id, trigger, started_at, finished_at, outcome, uploaded, last_event_seq, error"
 EVENT_COLUMNS = "event_id, event_type, target, timestamp, received_at, duplicates, body, device, event_time"
 READING_COLUMNS = "event_id, kind, device, value, text, unit, event_time"
+# A batch's deliveries, side by side. SQLite: the events in one multi-row INSERT, then the readings of the new ones
+# in another. PostgreSQL: both in one statement (one round trip), the readings as one JSON parameter: a query of
+# few parameters is parsed once by psycopg, one of many at every call.
 INSERT_EVENTS = (f"INSERT INTO events ({EVENT_COLUMNS}, name) VALUES {{values}}"
                  " ON CONFLICT (event_id) DO UPDATE SET duplicates = events.duplicates + 1"
                  " RETURNING event_id, duplicates")
-# PostgreSQL stores a batch's events and the readings of the new ones in one statement (SQLite cannot: two).
 INSERT_WITH_READINGS_POSTGRES = (
-    f"WITH kept AS ({{insert}}), added AS (INSERT INTO readings ({READING_COLUMNS}) SELECT r.* FROM (VALUES {{values}})"
-    f" AS r ({READING_COLUMNS}) JOIN kept ON kept.event_id = r.event_id AND kept.duplicates = 0)"
-    " SELECT event_id, duplicates FROM kept")
+    "WITH kept AS ({insert}, device, event_time), added AS (INSERT INTO readings"  # returning those too
+    f" ({READING_COLUMNS}) SELECT r.event_id, r.kind, kept.device, r.value, r.text, r.unit, kept.event_time"
+    " FROM json_to_recordset(?::json) AS r (event_id text, kind text, value float8, text text, unit text)"
+    " JOIN kept ON kept.event_id = r.event_id AND kept.duplicates = 0) SELECT event_id, duplicates FROM kept")
 SHARED_STATE_SECS = 2.0  # how old what other processes wrote may look (runs on /healthz, events on the page)
 
 
@@ -114,7 +118,7 @@ def schema_statements(dialect: str) -> list[str]:
 
 def reading_rows(event_id: str, event_type: str, data: Any, device: str | None, event_time: float) -> list[tuple]:
     """The readings table's rows of one event: a number in value, a state's text (PRESENT, touched) in text.
-    None for a body whose numbers no float holds (kept before the receiver refused them): it is listed, not read."""
+    No rows for data whose number no float holds (kept before the receiver refused such numbers): listed, not read."""
     rows = []
     try:
         for kind, value, unit in readings_of(event_type, data):
@@ -408,14 +412,15 @@ class Store:
 
     def _insert_new(self, db, items: list[_Write]) -> list[tuple[str, int]]:
         """(event_id, duplicates before) of each delivery; the readings of those that were new are stored with them
-        (a duplicate's are stored already). PostgreSQL: one statement, one round trip; SQLite: two."""
+        (a duplicate's are stored already)."""
         events = [value for item in items for value in item.args[0]]
         readings = [reading for item in items for reading in item.args[1]]
         insert = INSERT_EVENTS.format(values=", ".join(["(?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"] * len(items)))
         if self.dialect == "postgres" and readings:
-            values = ", ".join(["(?::text, ?::text, ?::text, ?::float8, ?::text, ?::text, ?::float8)"] * len(readings))
-            return self._run(db, INSERT_WITH_READINGS_POSTGRES.format(insert=insert, values=values),
-                             [*events, *(value for reading in readings for value in reading)])[0]
+            wanted = [{"event_id": event_id, "kind": kind, "value": value, "text": text, "unit": unit}
+                      for event_id, kind, _, value, text, unit, _ in readings]  # the device and time: the event's
+            return self._run(db, INSERT_WITH_READINGS_POSTGRES.format(insert=insert),
+                             [*events, json.dumps(wanted, allow_nan=False)])[0]
         rows, _ = self._run(db, insert, events)
         new = {event_id for event_id, duplicates in rows if not duplicates}
         self._insert_readings(db, [reading for reading in readings if reading[0] in new])
