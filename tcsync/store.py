@@ -500,7 +500,7 @@ class Store:
         return duplicate
 
     def prune_events(self, now: float) -> None:
-        """Keep 30 days and at most KEEP_EVENTS events, the newest."""
+        """Keep 30 days and at most KEEP_EVENTS events, the newest; a deleted event's readings go with it."""
         self._write("DELETE FROM events WHERE received_at < ?", (now - KEEP_EVENTS_SECS,))
         self._write("DELETE FROM events WHERE received_at < (SELECT received_at FROM events"
                     " ORDER BY received_at DESC LIMIT 1 OFFSET ?)", (KEEP_EVENTS - 1,))
