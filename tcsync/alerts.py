@@ -31,7 +31,6 @@ KINDS = ("out_of_range", "silent", "battery_low", "sync_failing")
 BATTERY_LOW = 10  # % at or below which a sensor's battery is an alert
 BATTERY_OK = 20  # % at or above which it ends (between the two nothing changes: no flapping)
 LOOK_BACK_SECS = 2 * 86400  # readings judged when no alert is open: the last two days
-FUTURE_SKEW_SECS = 300  # an event timed up to this far ahead counts (a sensor's clock a little fast)
 ENTERED_BY = "tcsync_wsgi"
 ALERT_COLUMNS = "identifier, kind, device, name, since, started_at, value, unit, detail, ended_at, end_value"
 
@@ -309,7 +308,7 @@ class AlertWatch:
         with self._judging:
             now = self.clock()
             self._reload()
-            for sensor in self.store.sensors():
+            for sensor in self.store.sensors(now):
                 self._judge_device(sensor["device"], now, sensor)
             self._judge_syncs(now)
             if now - self._pruned_at > self.PRUNE_SECS:
@@ -318,7 +317,7 @@ class AlertWatch:
         self.send_pending()
 
     def _judge_device(self, device: str, now: float, sensor: dict | None = None) -> None:
-        sensor = sensor or next((s for s in self.store.sensors() if s["device"] == device), None)
+        sensor = sensor or next((s for s in self.store.sensors(now) if s["device"] == device), None)
         if sensor is None:
             return
         name = sensor["name"] or device
@@ -337,7 +336,7 @@ class AlertWatch:
                       band: tuple[float, float] | None) -> None:
         current = self._open.get((kind, device))
         since = current.since if current else now - LOOK_BACK_SECS
-        points = [p for p in self.store.series(device, series_kind, since) if p[0] <= now + FUTURE_SKEW_SECS]
+        points = self.store.series(device, series_kind, since, now)  # none from the future
         if current is not None:
             back = recovery(points, still_bad, current.since)
             if back is not None:

@@ -220,8 +220,8 @@ def chart_html(kind: str, unit: str | None, points: list[tuple[float, float]], n
     bottom, top = bottom - pad, top + pad
     span = top - bottom if math.isfinite(top - bottom) and top > bottom else 0.0  # 0: values beyond floats' reach
 
-    def x(at: float) -> str:
-        return f"{(at - start) / 60:.1f}"
+    def x(at: float) -> str:  # a reading a little ahead of now (Store.series allows for clock skew): at the edge
+        return f"{(min(at, now) - start) / 60:.1f}"
 
     def y(value: float) -> float:
         return (top - value) / span * PLOT_UNITS if span else PLOT_UNITS / 2
@@ -314,11 +314,11 @@ def gather_page_data(store: Store, now: float, tz: dt.tzinfo, band: tuple[float,
     t0 = time.perf_counter()
     try:
         runs = store.runs_since(now - DAY_SECS)
-        sensors = store.sensors() if with_sensors else []
+        sensors = store.sensors(now) if with_sensors else []
         ranges = {s["device"]: range_of(store.latest_labels(s["device"]), "humidity" in s["readings"], band)
                   for s in sensors}
         sensors.sort(key=lambda s: card_order(s, ranges[s["device"]][0]))
-        series = [{kind: store.series(sensor["device"], kind, now - DAY_SECS)
+        series = [{kind: store.series(sensor["device"], kind, now - DAY_SECS, now)
                    for kind in NUMERIC_KINDS if kind in sensor["readings"]} for sensor in sensors[:MAX_CARDS]]
     except StoreError:
         unavailable = fill(PARTS["unavailable"])

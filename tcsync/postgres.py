@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tcsync.store import SCHEMA_VERSION, Store, StoreError, StoreUnreachable, schema_statements
+from tcsync.store import SCHEMA_VERSION, UPGRADE_FROM_2, Store, StoreError, StoreUnreachable, schema_statements
 
 LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
 SYNC_LOCK_KEY = 0x7463_7379_6E63  # "tcsync": PostgreSQL advisory lock ids, one for syncs, one for migrations
@@ -66,6 +66,10 @@ class PostgresStore(Store):
         cursor = db.execute(sql.replace("?", "%s"), args)
         return (cursor.fetchall() if cursor.description else []), cursor.rowcount
 
+    def _run_many(self, db, sql: str, rows: list[tuple]) -> None:
+        with db.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+
     def _begin(self, db) -> None:
         db.execute("BEGIN")
 
@@ -80,8 +84,12 @@ class PostgresStore(Store):
             version = db.execute("SELECT MAX(version) FROM tcsync_schema").fetchone()[0] or 0
             if version > SCHEMA_VERSION:
                 raise StoreError(f"schema version {version} is newer than this program's")
+            if version == 2:  # PostgreSQL came with schema 2
+                db.execute(UPGRADE_FROM_2[self.dialect])
             for statement in schema_statements(self.dialect):
                 db.execute(statement)
+            if version == 2:
+                self._fill_readings(db)
             if version < SCHEMA_VERSION:
                 db.execute("DELETE FROM tcsync_schema")
                 db.execute("INSERT INTO tcsync_schema (version) VALUES (%s)", (SCHEMA_VERSION,))

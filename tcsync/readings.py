@@ -56,9 +56,6 @@ READINGS: dict[str, tuple[tuple[str, str | None, str | None], ...]] = {
     "networkStatus": (("networkStatus", "signalStrength", "%"),),
 }
 NUMERIC_KINDS = ("temperature", "humidity", "co2", "pressure")
-SOURCES_OF_KIND = {kind: tuple(t for t, spec in READINGS.items() if any(k == kind for k, _, _ in spec))
-                   for kind in (*NUMERIC_KINDS, "batteryStatus")}  # the kinds Store.series draws or alerts judge
-
 
 MAX_FLOAT = sys.float_info.max
 

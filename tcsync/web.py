@@ -299,7 +299,7 @@ class App:
     def sensors(self, request: Request) -> Response:
         self.authorize(request)
         check_params(request.params(), ())
-        return json_response(200, {"sensors": self.store.sensors()})
+        return json_response(200, {"sensors": self.store.sensors(self.clock())})
 
     # public routes
     def health(self) -> tuple[str, float | None]:

@@ -213,29 +213,35 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_defused(make_app):
     assert (row[3], row[5], row[7]) == ("'@SUM(A1)", "-3.5", "'=cmd")
 
 
+# /sensors after SENT, as the service answered it since /sensors came (schema 2 read it from the bodies).
+SENSORS_OF_SENT = [
+    {"device": "fridge1", "target": "projects/p/devices/fridge1", "name": "Fridge",
+     "last_event_at": "2027-01-15T07:15:00Z", "readings": {
+         "temperature": {"value": 5.5, "unit": "°C", "at": "2027-01-15T07:15:00Z"},
+         "touch": {"value": "touched", "unit": None, "at": "2027-01-15T07:07:00Z"},
+         "networkStatus": {"value": 80, "unit": "%", "at": "2027-01-15T07:08:00Z"},
+         "batteryStatus": {"value": 95, "unit": "%", "at": "2027-01-15T07:09:00Z"}}},
+    {"device": "room2", "target": "projects/p/devices/room2", "name": "Room",
+     "last_event_at": "2027-01-15T07:10:00Z", "readings": {
+         "temperature": {"value": 21.5, "unit": "°C", "at": "2027-01-15T07:05:00Z"},
+         "humidity": {"value": 40, "unit": "%", "at": "2027-01-15T07:05:00Z"},
+         "objectPresent": {"value": "PRESENT", "unit": None, "at": "2027-01-15T07:06:00Z"}}},
+]
+
+
 def test_sensors_has_the_newest_reading_of_each_kind(delivered):
     address, _, _ = delivered
-    assert get_json(address, "/sensors") == {"sensors": [
-        {"device": "fridge1", "target": "projects/p/devices/fridge1", "name": "Fridge",
-         "last_event_at": "2027-01-15T07:15:00Z", "readings": {
-             "temperature": {"value": 5.5, "unit": "°C", "at": "2027-01-15T07:15:00Z"},
-             "touch": {"value": "touched", "unit": None, "at": "2027-01-15T07:07:00Z"},
-             "networkStatus": {"value": 80, "unit": "%", "at": "2027-01-15T07:08:00Z"},
-             "batteryStatus": {"value": 95, "unit": "%", "at": "2027-01-15T07:09:00Z"}}},
-        {"device": "room2", "target": "projects/p/devices/room2", "name": "Room",
-         "last_event_at": "2027-01-15T07:10:00Z", "readings": {
-             "temperature": {"value": 21.5, "unit": "°C", "at": "2027-01-15T07:05:00Z"},
-             "humidity": {"value": 40, "unit": "%", "at": "2027-01-15T07:05:00Z"},
-             "objectPresent": {"value": "PRESENT", "unit": None, "at": "2027-01-15T07:06:00Z"}}},
-    ]}
+    status, _, body = request(address, "GET", "/sensors", bearer())
+    assert status == 200 and json.loads(body) == {"sensors": SENSORS_OF_SENT}
+    assert b'"value": 80,' in body and b'"value": 5.5,' in body  # whole numbers as sent: 80, not 80.0
 
 
 def test_series_gives_the_points_of_one_kind(delivered):
     _, app, _ = delivered
-    assert app.store.series("fridge1", "temperature", NOW - 86400) == [
+    assert app.store.series("fridge1", "temperature", NOW - 86400, NOW) == [
         (NOW - 4500, 4.8), (pytest.approx(NOW - 3600 + 0.123457), 5.0), (NOW - 2700, 5.5)]
-    assert app.store.series("room2", "humidity", NOW - 86400) == [(NOW - 3300, 40)]
-    assert app.store.series("room2", "temperature", NOW - 3000) == []
+    assert app.store.series("room2", "humidity", NOW - 86400, NOW) == [(NOW - 3300, 40)]
+    assert app.store.series("room2", "temperature", NOW - 3000, NOW) == []
 
 
 @pytest.mark.parametrize(("query", "needle"), [
@@ -324,7 +330,7 @@ def test_a_store_written_by_release_1_0_0_is_upgraded_in_place(make_app, tmp_pat
     assert [(s["device"], s["name"], sorted(s["readings"])) for s in sensors] == [
         ("fridge1", "Fridge", ["temperature"]), ("room2", None, ["humidity", "temperature"])]
     assert (run["trigger"], run["outcome"]) == ("timer", "interrupted")
-    assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (3,)
+    assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (4,)
 
 
 def test_a_store_from_a_newer_release_is_refused(tmp_path):
