@@ -1,14 +1,19 @@
 """tcsync: the parts of tcsync_wsgi, one module each, in the order data flows through them.
 
-    settings, log     the bottom: the frozen Settings read once from the environment; logfmt lines, caps, redaction
-    homescreen        the icons: the tab's, and the manifest and PNG icon "Add to Home Screen" shows
+    settings, log, homescreen  the bottom: the frozen Settings read once from the environment (with the problems of
+                      any unusable one); logfmt lines, caps, redaction; the tab's and the home screen's icons
     readings          what each Data Connector event type measures, its device and its own time (pure functions)
-    store, postgres   runs and events; the writer thread (group commit); SQLite, or PostgreSQL with DATABASE_URL
+    schema            the tables, the same for both databases, and the steps that upgrade an older one in place
+    store, postgres   runs, events and their readings as numbers; the writer thread (group commit); SQLite, or
+                      PostgreSQL with DATABASE_URL
     sync, receiver    syncs (one at a time, tconnectsync, the timer); a delivery's signature and event checks
+    alerts            a fridge out of range, a silent sensor, a low battery, failing syncs: alert rows, and
+                      announcements to Nightscout sent once
     request           Request, Response and reading parameters: the HTTP vocabulary of the handlers
-    page, exports     the status page, from a plain read model (PageView) and templates/; /events and the exports
+    markup, charts    the page's templates (templates/) and words for times and numbers; its SVG strip and charts
+    page, exports     the status page, from a plain read model (PageView); /events and the exports
     web               the route table and handlers (App, the WSGI callable), the error boundary, the access log
-    server            waitress and its limits
+    server            waitress, its limits and its deadlines for slow clients
 
 tcsync_wsgi.py, at the top of the repository, builds the App from these parts (create_app) and runs it (main).
 

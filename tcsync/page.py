@@ -1,8 +1,8 @@
 """The status page: a pure function of a read model (PageView), drawn with the templates in templates/.
 
-The web layer gathers a PageView (plain values: no request, no App) and calls render_status(). Times are shown
-in the pump's zone; charts are inline SVG computed here; nothing is fetched from elsewhere. Every value goes into
-a template through fill(), which escapes it.
+The web layer gathers a PageView (plain values: no request, no App) and calls render_status(). The markup and
+the words for times and numbers are tcsync.markup's; the strip and the charts, tcsync.charts'. Every value goes
+into a template through fill(), which escapes it; nothing is fetched from elsewhere.
 """
 
 from __future__ import annotations
@@ -10,119 +10,25 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-import html
-import itertools
-import math
-import re
 import string
 import time
 import urllib.parse
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
 
 from tcsync import __version__
 from tcsync.alerts import Alert, range_of
+from tcsync.charts import DAY_SECS, band_text, chart_html, out_of_range, out_since, strip_html, thin
 from tcsync.homescreen import tab_icon
-from tcsync.readings import NUMERIC_KINDS, is_number, iso, local_time
+from tcsync.markup import (
+    KIND_NAMES, PARTS, STATUS_PAGE, Markup, fill, join, number_text, reading_text, stamp, time_html,
+)
+from tcsync.readings import NUMERIC_KINDS, is_number
 from tcsync.settings import without_value
 from tcsync.store import SHARED_STATE_SECS, Store, StoreError
 from tcsync.sync import CREDENTIALS_REFUSED, Run
 
-DAY_SECS = 86400
 PAGE_DATA_SECS = SHARED_STATE_SECS  # how long the page reuses what it read from the store (see web.App.page_data)
-AXIS_UNITS = 1440  # SVG x units across the last 24 h: one per minute
-MARK_UNITS = 4  # a run's mark in the sync strip, in minutes: wide enough to see on a phone
 MAX_CARDS = 12  # sensor cards drawn: a family has a few sensors (the bench has 50); the others are counted
-THIN_SECS = 300  # a chart draws at most the lowest and the highest reading of each 5 minutes
-PLOT_UNITS = 100  # SVG y units of a chart
-
-
-class Markup(str):
-    """HTML made by fill(): inserted into another template as it is."""
-
-
-def fill(template: string.Template, **values: Any) -> Markup:
-    """The template with every value escaped, except Markup from an earlier fill()."""
-    return Markup(template.substitute({name: value if isinstance(value, Markup) else html.escape(str(value))
-                                       for name, value in values.items()}))
-
-
-def join(parts: Iterable[Markup]) -> Markup:
-    return Markup("".join(part if isinstance(part, Markup) else html.escape(part) for part in parts))
-
-
-def number_text(value: float, unit: str | None = "°C") -> str:
-    """4.5 and 5.0 (°C, one decimal), 40 (%), 101325 (Pa), 412 (ppm)."""
-    return f"{value:.1f}" if unit == "°C" and abs(value) < 100 else f"{value:.0f}"
-
-
-def reading_text(value: Any, unit: str | None) -> str:
-    text = number_text(value, unit) if is_number(value) else str(value).replace("_", " ").lower()
-    return f"{text} {unit}" if unit else text
-
-
-def age_text(seconds: float) -> str:
-    """'4 min ago', 'in 2 h 5 min', 'just now': coarse, for people."""
-    minutes = round(abs(seconds) / 60)
-    if abs(seconds) < 45:
-        return "just now" if seconds >= 0 else "in a moment"
-    if minutes < 60:
-        text = f"{minutes} min"
-    elif minutes < 6 * 60:
-        text = f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
-    elif minutes < 48 * 60:
-        text = f"{round(minutes / 60)} h"
-    else:
-        text = f"{round(minutes / 1440)} days"
-    return f"{text} ago" if seconds >= 0 else f"in {text}"
-
-
-def clock_text(ts: float | None, now: float, tz: dt.tzinfo) -> str:
-    """'14:05', 'yesterday 23:10', 'Nov 20 14:05': the time in the pump's zone, with the day unless it is today;
-    UNKNOWN_TIME for a time no calendar can show."""
-    local, today = local_time(ts, tz), local_time(now, tz)
-    if local is None or today is None:
-        return UNKNOWN_TIME
-    days = (today.date() - local.date()).days
-    day = {0: "", 1: "yesterday ", -1: "tomorrow "}.get(days, f"{MONTHS[local.month - 1]} {local.day} ")
-    return f"{day}{local:%H:%M}"
-
-
-def time_html(ts: float | None, now: float, tz: dt.tzinfo) -> Markup:
-    """<time> saying '14:05 (4 min ago)', the full time on hover; UNKNOWN_TIME for a time no calendar can show."""
-    local, utc = local_time(ts, tz), iso(ts)
-    if local is None or utc is None or ts is None:
-        return Markup(UNKNOWN_TIME)
-    return fill(PARTS["time"], iso=utc, title=f"{local.isoformat(timespec='seconds')} ({tz})",
-                text=f"{clock_text(ts, now, tz)} ({age_text(now - ts)})")
-
-
-def stamp(text: str | None) -> float | None:
-    """Unix seconds of an ISO time the store wrote (iso()), None for none."""
-    return dt.datetime.fromisoformat(text).timestamp() if text else None
-
-
-def axis_ticks(now: float, tz: dt.tzinfo) -> list[tuple[float, str]]:
-    """(fraction of the last 24 h, '06:00') at each local 00:00, 06:00, 12:00 and 18:00."""
-    start = now - DAY_SECS
-    first = math.ceil(start / 900) * 900  # quarter hours: every zone's offset is a multiple of 15 minutes
-    ticks = []
-    for ts in range(int(first), int(now), 900):
-        local = local_time(ts, tz)
-        if local is not None and local.minute == 0 and local.hour % 6 == 0:
-            ticks.append(((ts - start) / DAY_SECS, f"{local:%H:%M}"))
-    return ticks
-
-
-def axis_html(ticks: list[tuple[float, str]]) -> Markup:
-    """The time labels under a strip or chart; none so close to an edge that it would stick out."""
-    return join(fill(PARTS["tick_label"], left=f"{f * 100:.2f}", text=text) for f, text in ticks if 0.07 < f < 0.88)
-
-
-def tick_lines(ticks: list[tuple[float, str]], height: int) -> Markup:
-    path = "".join(f"M{f * AXIS_UNITS:.1f} 0V{height}" for f, _ in ticks)
-    return fill(PARTS["ticks"], d=path) if path else Markup()
 
 
 def failure_advice(error: str) -> str:
@@ -131,21 +37,6 @@ def failure_advice(error: str) -> str:
 
 
 # -- the sync strip
-
-
-def strip_html(runs: list[dict], now: float, tz: dt.tzinfo) -> Markup:
-    """One mark per run of the last 24 h, coloured and shaped by outcome; the right edge is now."""
-    start = now - DAY_SECS
-    ticks = axis_ticks(now, tz)
-    by_outcome: dict[str, list[str]] = {}
-    for run in runs:  # one path per outcome, one rectangle in it per run: a quarter of the bytes of <rect>s
-        y = MARK_Y.get(run["outcome"], 0)
-        x = min(max(run["started_at"] - start, 0) / 60, AXIS_UNITS - MARK_UNITS)
-        by_outcome.setdefault(run["outcome"], []).append(f"M{x:.1f} {y}h{MARK_UNITS}v{24 - y}h-{MARK_UNITS}z")
-    marks = join(fill(PARTS["marks"], outcome=outcome, d="".join(d)) for outcome, d in by_outcome.items())
-    return fill(PARTS["strip"], ticks=tick_lines(ticks, 24), marks=marks, axis=axis_html(ticks),
-                label=f"{len(runs)} syncs in the last 24 hours")
-
 
 def strip_summary(runs: list[dict], now: float, tz: dt.tzinfo, with_errors: bool) -> Markup:
     """'71 ok, 3 failed, last failure 09:12: could not reach Nightscout'; the error only with the secret."""
@@ -163,89 +54,6 @@ def strip_summary(runs: list[dict], now: float, tz: dt.tzinfo, with_errors: bool
 
 
 # -- sensor cards
-
-
-def out_of_range(value: float, band: tuple[float, float] | None) -> bool:
-    return band is not None and not band[0] <= value <= band[1]
-
-
-def band_text(band: tuple[float, float]) -> str:
-    return f"{band[0]:g}\N{EN DASH}{band[1]:g} °C"
-
-
-def out_since(points: list[tuple[float, float]], band: tuple[float, float] | None) -> float | None:
-    """When the newest readings started being outside the band (None if the newest is inside)."""
-    since = None
-    for at, value in reversed(points):
-        if not out_of_range(value, band):
-            break
-        since = at
-    return since
-
-
-def thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The lowest and the highest reading of each THIN_SECS, in time order: a sensor that reports every few seconds
-    still draws a small chart, with its peaks."""
-    buckets: dict[int, list[tuple[float, float]]] = {}
-    for point in points:
-        buckets.setdefault(int(point[0] // THIN_SECS), []).append(point)
-    kept: list[tuple[float, float]] = []
-    for bucket in buckets.values():
-        extremes = {min(bucket, key=lambda p: p[1]), max(bucket, key=lambda p: p[1])}
-        kept += bucket if len(bucket) <= 2 else sorted(extremes)
-    return kept
-
-
-def segments(points: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
-    """The points split where the sensor was silent for long (3 x its usual interval, at least 30 min)."""
-    gaps = sorted(b[0] - a[0] for a, b in itertools.pairwise(points))
-    silent = max(1800.0, 3 * gaps[len(gaps) // 2]) if gaps else 0.0
-    parts: list[list[tuple[float, float]]] = []
-    for i, point in enumerate(points):
-        if i == 0 or point[0] - points[i - 1][0] > silent:
-            parts.append([])
-        parts[-1].append(point)
-    return parts
-
-
-def chart_html(kind: str, unit: str | None, points: list[tuple[float, float]], now: float, tz: dt.tzinfo,
-               band: tuple[float, float] | None) -> Markup:
-    """A 24 h line chart of one numeric kind: min and max labelled, the band (if any) shaded, readings outside it
-    marked. x in minutes of the last 24 h, y in PLOT_UNITS, top down."""
-    start, unit_text = now - DAY_SECS, f" {unit}" if unit else ""
-    values = [value for _, value in points]
-    low, high = min(values), max(values)
-    bottom, top = min(low, *band) if band else low, max(high, *band) if band else high
-    pad = (top - bottom) * 0.1 or max(1.0, abs(top) / 100)
-    bottom, top = bottom - pad, top + pad
-    span = top - bottom if math.isfinite(top - bottom) and top > bottom else 0.0  # 0: values beyond floats' reach
-
-    def x(at: float) -> str:  # a reading a little ahead of now (Store.series allows for clock skew): at the edge
-        return f"{(min(at, now) - start) / 60:.1f}"
-
-    def y(value: float) -> float:
-        return (top - value) / span * PLOT_UNITS if span else PLOT_UNITS / 2
-
-    lines = join(fill(PARTS["line"], points=" ".join(f"{x(at)},{y(value):.2f}" for at, value in part))
-                 for part in segments(points))
-    single = [part[0] for part in segments(points) if len(part) == 1]
-    outside = [(at, value) for at, value in points if out_of_range(value, band)]
-    dots = join(fill(PARTS["dots"], cls=cls, d="".join(f"M{x(at)} {y(value):.2f}h0" for at, value in chosen))
-                for cls, chosen in (("dot", single + points[-1:]), ("dot out", outside)) if chosen)
-    shaded = fill(PARTS["band"], y=f"{y(band[1]):.2f}", height=f"{y(band[0]) - y(band[1]):.2f}") if band \
-        else Markup()
-    lowest, highest = min(points, key=lambda p: p[1]), max(points, key=lambda p: p[1])
-    ticks = axis_ticks(now, tz)
-    return fill(PARTS["chart"], title=f"{KIND_NAMES.get(kind, kind)}, last 24 hours", band=shaded,
-                ticks=tick_lines(ticks, PLOT_UNITS), lines=lines, dots=dots, axis=axis_html(ticks),
-                guides=fill(PARTS["guides"], d=f"M0 {y(high):.2f}H{AXIS_UNITS}M0 {y(low):.2f}H{AXIS_UNITS}"),
-                label=f"{KIND_NAMES.get(kind, kind)} from {number_text(low, unit)} to {number_text(high, unit)}"
-                      f"{unit_text}", max_top=f"{y(high):.2f}", min_top=f"{y(low):.2f}",
-                # each label on the outer side of its line, unless that is off the chart; one label if just one value
-                max_in=" in" if y(high) < 15 else "", min_in=" in" if y(low) > 85 else "",
-                max=f"max {number_text(high, unit)}{unit_text} ({clock_text(highest[0], now, tz)})",
-                min=f"min {number_text(low, unit)}{unit_text} ({clock_text(lowest[0], now, tz)})" if low < high
-                else "")
 
 
 def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now: float, tz: dt.tzinfo,
@@ -563,14 +371,6 @@ def render_problems(view: ProblemsView) -> str:
                  wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup())
 
 
-# The words of the status page. $name is a value, escaped unless it is markup made by fill().
-UNKNOWN_TIME = "unknown time"  # a stored time no calendar can show: a row kept before the receiver checked times
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # not the locale's
-KIND_NAMES = {"temperature": "Temperature", "humidity": "Humidity", "co2": "CO₂", "pressure": "Pressure",
-              "objectPresent": "Object", "waterPresent": "Water", "contact": "Contact", "motion": "Motion",
-              "deskOccupancy": "Desk", "touch": "Touch", "touchCount": "Touches",
-              "objectPresentCount": "Object count"}
-MARK_Y = {"ok": 8}  # an ok run's mark is shorter than the others: the outcome shows without colour too
 FAILURE_ADVICE = (  # a sync's error -> what to do, as the README's Troubleshooting says it
     (CREDENTIALS_REFUSED, "Log in at Tandem Source with the same email and password to check them, and check that "
                           "TCONNECT_REGION is the region of your account (US, or EU for a European one)"),
@@ -634,24 +434,3 @@ SENTENCES = {name: string.Template(text) for name, text in {
 }.items()}
 
 
-# The markup and CSS, read once at start.
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-
-
-def load_parts(text: str) -> dict[str, string.Template]:
-    """The pieces of parts.html: each starts at a line <!-- name -->; its lines are joined without line breaks."""
-    pieces: dict[str, list[str]] = {}
-    name = None
-    for line in text.splitlines():
-        marker = re.fullmatch(r"<!-- ([a-z_]+) -->", line)
-        if marker:
-            name = marker[1]
-            pieces[name] = []
-        elif name:
-            pieces[name].append(line)
-    return {name: string.Template("".join(lines)) for name, lines in pieces.items()}
-
-
-PARTS = load_parts((TEMPLATES / "parts.html").read_text(encoding="utf-8"))
-STATUS_PAGE = string.Template((TEMPLATES / "status.html").read_text(encoding="utf-8").replace(
-    "/* status.css */\n", (TEMPLATES / "status.css").read_text(encoding="utf-8")))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tcsync.store import SCHEMA_VERSION, UPGRADE_FROM_2, Store, StoreError, StoreUnreachable, schema_statements
+from tcsync.schema import SCHEMA_VERSION, UPGRADE_FROM_2, schema_statements
+from tcsync.store import Store, StoreError, StoreUnreachable
 
 LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
 SYNC_LOCK_KEY = 0x7463_7379_6E63  # "tcsync": PostgreSQL advisory lock ids, one for syncs, one for migrations

@@ -155,16 +155,14 @@ def read_settings(env=None) -> Settings:
     timeout = _number(env, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS", 120.0, problems, MAX_SYNC_TIMEOUT_SECS)
     stale = _number(env, "TCONNECTSYNC_HEROKU_STALE_MINS", max(60.0, 3 * interval), problems, MAX_STALE_MINS)
     features, allowed = _features(env, problems)
-    connection_limit = _whole_number(env, "WAITRESS_CONNECTION_LIMIT", None, problems)
-    channel_timeout = _whole_number(env, "WAITRESS_CHANNEL_TIMEOUT_SECS", 30, problems)
-    header_timeout, body_timeout = _deadlines(env, problems)
+    server = _server(env, problems)
     port = _port(env, problems)
     host = _listen_host(env, problems)
     region, tz_name = _tandem(env, problems)
     ns_url = _ns_url(env, problems)
     database_url = _database_url(env, problems)
     temperature_range = _temperature_range(env, problems)
-    alert_after, silent_after, ns_alerts = _alerts(env, problems)
+    alerts = _alerts(env, problems)
     secret, *dt_secrets = (_secret(env, name, problems) for name in
                            ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"))
     values = {
@@ -185,10 +183,7 @@ def read_settings(env=None) -> Settings:
         stale_mins=stale,
         host=host,
         port=port,
-        connection_limit=connection_limit,
-        channel_timeout_secs=channel_timeout,
-        header_timeout_secs=header_timeout,
-        body_timeout_secs=body_timeout,
+        **server,
         tconnect_email=values["TCONNECT_EMAIL"],
         tconnect_password=values["TCONNECT_PASSWORD"],
         tconnect_region=region,
@@ -197,19 +192,20 @@ def read_settings(env=None) -> Settings:
         timezone_name=tz_name,
         dt_secrets=tuple(s for s in dt_secrets if s),
         temperature_range=temperature_range,
-        alert_after_mins=alert_after,
-        sensor_silent_mins=silent_after,
-        ns_alerts=ns_alerts,
+        **alerts,
         on_heroku=bool(env.get("DYNO", "").strip()),
         missing=tuple(name for name, value in values.items() if not value),
         problems=tuple(problems),
     )
 
 
-def _deadlines(env, problems: list[str]) -> tuple[int, int]:
-    """(seconds for a request's headers, seconds for its body after them): whole numbers, as the idle timeout."""
-    return (_whole_number(env, "WAITRESS_HEADER_TIMEOUT_SECS", 10, problems),
-            _whole_number(env, "WAITRESS_BODY_TIMEOUT_SECS", 30, problems))
+def _server(env, problems: list[str]) -> dict[str, int | None]:
+    """waitress's limits: connections, the idle timeout, and the deadlines for a request's headers and for its body
+    after them, whole numbers all."""
+    return {"connection_limit": _whole_number(env, "WAITRESS_CONNECTION_LIMIT", None, problems),
+            "channel_timeout_secs": _whole_number(env, "WAITRESS_CHANNEL_TIMEOUT_SECS", 30, problems),
+            "header_timeout_secs": _whole_number(env, "WAITRESS_HEADER_TIMEOUT_SECS", 10, problems),
+            "body_timeout_secs": _whole_number(env, "WAITRESS_BODY_TIMEOUT_SECS", 30, problems)}
 
 
 def _secret(env, name: str, problems: list[str]) -> str:
@@ -376,11 +372,11 @@ def _temperature_range(env, problems: list[str]) -> tuple[float, float] | None:
 MAX_ALERT_MINS = 10080  # a week: a longer wait is no alert
 
 
-def _alerts(env, problems: list[str]) -> tuple[float, float, bool]:
-    """(ALERT_AFTER_MINS, SENSOR_SILENT_MINS, NS_ALERTS is not off)."""
+def _alerts(env, problems: list[str]) -> dict[str, float | bool]:
+    """ALERT_AFTER_MINS, SENSOR_SILENT_MINS, and whether NS_ALERTS is not off."""
     alert_after = _number(env, "ALERT_AFTER_MINS", 15.0, problems, MAX_ALERT_MINS, positive=False)
     silent_after = _number(env, "SENSOR_SILENT_MINS", 60.0, problems, MAX_ALERT_MINS)
     ns_alerts = env.get("NS_ALERTS", "").strip().lower() or "on"
     if ns_alerts not in ("on", "off"):
         problems.append(f"NS_ALERTS must be on or off, got {ns_alerts[:40]!r}")
-    return alert_after, silent_after, ns_alerts != "off"
+    return {"alert_after_mins": alert_after, "sensor_silent_mins": silent_after, "ns_alerts": ns_alerts != "off"}

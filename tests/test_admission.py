@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from test_receiver import sign
 
 from tcsync.exports import csv_line, csv_lines
-from tcsync.page import UNKNOWN_TIME, clock_text, time_html
+from tcsync.markup import UNKNOWN_TIME, clock_text, time_html
 from tcsync.readings import event_json, iso, local_time
 from tcsync.settings import SettingsError, load_settings
 from tcsync.store import EVENT_COLUMNS, EventQuery, StoreError, StoreUnreachable, open_store

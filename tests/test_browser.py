@@ -20,7 +20,7 @@ from test_receiver import sign
 
 import tcsync_wsgi
 from tcsync.log import Log
-from tcsync.page import clock_text
+from tcsync.markup import clock_text
 from tcsync.readings import iso
 from tcsync.settings import load_settings, read_settings
 from tcsync.store import Store

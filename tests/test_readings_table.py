@@ -11,6 +11,7 @@ import pytest
 from conftest import bearer, request, served, stored, wait_for
 from test_events import BODIES, NEWEST_FIRST, NOW, SENSORS_OF_SENT, SENT, delivery, get, get_json, post
 
+import tcsync.schema
 import tcsync.store
 from tcsync.readings import device_of, event_time_of
 
@@ -170,7 +171,7 @@ def schema_2_rows() -> list[tuple]:
 
 
 def make_schema_2_store(backend, request, path) -> None:
-    statements = SCHEMA_2.format(**tcsync.store.COLUMN_TYPES[backend]).split(";")
+    statements = SCHEMA_2.format(**tcsync.schema.COLUMN_TYPES[backend]).split(";")
     insert = ("INSERT INTO events (event_id, event_type, target, timestamp, received_at, duplicates, body, device,"
               " event_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
     if backend == "postgres":

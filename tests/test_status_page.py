@@ -16,10 +16,9 @@ from tcsync.page import PAGE_DATA_SECS
 from tcsync.readings import iso
 from tcsync.settings import SettingsError
 from tcsync.sync import CREDENTIALS_REFUSED, Run
-from tcsync.page import (
-    DAY_SECS, age_text, axis_ticks, chart_html, clock_text, out_since, segments, sensor_card, strip_html,
-    strip_summary, thin, time_html,
-)
+from tcsync.charts import DAY_SECS, axis_ticks, chart_html, out_since, segments, strip_html, thin
+from tcsync.markup import age_text, clock_text, time_html
+from tcsync.page import sensor_card, strip_summary
 from tcsync.settings import load_settings
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z, 03:00 in New York
