@@ -204,8 +204,14 @@ def _read_json(body: bytes) -> Any:
 
 
 def parse_event(body: bytes, received_at: float) -> dict:
-    """The delivery's event object, checked for the fields we keep; raises Rejected. Only what every page and
-    answer can show again is admitted: see the checks table in docs/data-connector.md."""
+    """The delivery's event object, checked for the fields we keep; raises Rejected."""
+    return parse_delivery(body, received_at)[0]
+
+
+def parse_delivery(body: bytes, received_at: float) -> tuple[dict, dict]:
+    """(the event, its labels: {} unless an object), the event checked for the fields we keep; raises Rejected.
+    Only what every page and answer can show again is admitted: see the checks table in docs/data-connector.md.
+    The body is parsed here once: the store and the alerts take what they need from these."""
     document = _read_json(body)
     _check_depth_and_text(document)
     event = document.get("event") if isinstance(document, dict) else None
@@ -222,4 +228,5 @@ def parse_event(body: bytes, received_at: float) -> dict:
     if not EARLIEST_EVENT_TIME <= event_time <= received_at + MAX_EVENT_AHEAD_SECS:
         raise Rejected(400, "bad_time", "event.timestamp must be from 2000-01-01 to a day after the event arrives,"
                                         f" got {str(event.get('timestamp'))[:40]!r}")
-    return event
+    labels = document.get("labels")
+    return event, labels if isinstance(labels, dict) else {}

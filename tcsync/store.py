@@ -426,12 +426,15 @@ class Store:
         return finished_at
 
     # events
-    def add_event(self, event: dict, received_at: float, body: bytes) -> bool:
-        """Keep a delivery and its readings; True if this eventId was already kept (then only its counter moves)."""
+    def add_event(self, event: dict, received_at: float, body: bytes, labels: dict | None = None) -> bool:
+        """Keep a delivery and its readings; True if this eventId was already kept (then only its counter moves).
+        labels: the body's, as the receiver parsed them (else read from the body again)."""
         event_id, event_type, target, timestamp = event["eventId"], event["eventType"], event.get("targetName"), \
             event.get("timestamp")
         device, event_time = device_of(target), event_time_of(timestamp, received_at)
-        row = (event_id, event_type, target, timestamp, received_at, body, device, event_time, data_and_name(body)[1])
+        name = data_and_name(body)[1] if labels is None else labels.get("name")
+        row = (event_id, event_type, target, timestamp, received_at, body, device, event_time,
+               name if isinstance(name, str) else None)
         duplicate = self._write(None, (row, reading_rows(event_id, event_type, event.get("data"), device, event_time)))
         if not duplicate:
             self._summary = None

@@ -26,8 +26,8 @@ from tcsync.log import Log
 from tcsync.page import (
     DAY_SECS, PAGE_DATA_SECS, PageData, PageView, ProblemsView, gather_page_data, render_problems, render_status,
 )
-from tcsync.readings import device_of, document_of, iso, readings_of
-from tcsync.receiver import Rejected, parse_event, secret_matches, verify_delivery
+from tcsync.readings import device_of, iso, readings_of
+from tcsync.receiver import Rejected, parse_delivery, secret_matches, verify_delivery
 from tcsync.request import (
     HTTPError, Request, Response, check_params, json_response, limit_param, sync_options, text_response,
 )
@@ -426,9 +426,9 @@ class App:
             raise Rejected(400, "signature_too_long", "X-Dt-Signature is too long")
         verify_delivery(body, token, self.settings.dt_secrets, self.verify_clock)
         now = self.clock()
-        event = parse_event(body, now)
+        event, labels = parse_delivery(body, now)
         try:
-            duplicate = self.store.add_event(event, now, body)
+            duplicate = self.store.add_event(event, now, body, labels)
         except QueryRefused as e:  # a retry would be refused again: parse_event's checks should have caught it
             self.log("error", event="delivery.refused", error=str(e)[:200])
             raise Rejected(400, "unstorable", "the database refused this event's values") from None
@@ -443,7 +443,7 @@ class App:
                 self.log("error", event="events.prune_failed", error=str(e)[:200])
         response = json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
         readings = readings_of(event["eventType"], event.get("data"))
-        self._judge_delivery(event, readings, body)
+        self._judge_delivery(event, readings, labels)
         response.log_fields = " " + self.log.fields(
             delivery=event["eventId"], type=event["eventType"], target=event.get("targetName"),
             device=device_of(event.get("targetName")), duplicate=duplicate,
@@ -452,9 +452,8 @@ class App:
         return response
 
 
-    def _judge_delivery(self, event: dict, readings: list, body: bytes) -> None:
+    def _judge_delivery(self, event: dict, readings: list, labels: dict) -> None:
         """Let the alerts judge the delivery's device; it is stored already, so a failing check is only logged."""
-        labels = document_of(body)[1] if any(kind == "temperature" for kind, _, _ in readings) else {}
         try:
             self.alerts.after_delivery(device_of(event.get("targetName")), labels, readings, event["eventType"])
         except StoreError as e:
