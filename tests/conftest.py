@@ -188,6 +188,21 @@ def runs_of(address):
     return json.loads(body)["runs"]
 
 
+def hold_first_commit(store) -> tuple[threading.Event, threading.Event, list]:
+    """(held, release, commits): the store's next commit waits, once held is set, until release is set, so that
+    what is queued meanwhile commits behind it in one batch; commits counts the commits."""
+    held, release, commits = threading.Event(), threading.Event(), []
+
+    def before_commit():
+        commits.append(1)
+        if len(commits) == 1:
+            held.set()
+            release.wait(30)
+
+    store.before_commit = before_commit
+    return held, release, commits
+
+
 def wait_for(predicate, timeout=20.0, interval=0.02):
     """Poll until predicate() is truthy; fail after timeout."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ import threading
 
 import jwt
 import pytest
-from conftest import DT_SECRET, SERVICE_SECRET, bearer, request, served, wait_for
+from conftest import DT_SECRET, SERVICE_SECRET, bearer, hold_first_commit, request, served, wait_for
 
 import tcsync.page
 import tcsync.store
@@ -208,15 +208,7 @@ def test_an_export_longer_than_a_batch_has_every_row_once_in_order(app_on_waitre
 def test_copies_of_one_event_id_committed_in_one_batch_count_every_duplicate(app_on_waitress):
     address, app, _ = app_on_waitress
     deliver(address, delivery("warm-up", "2027-01-15T06:00:00Z"))  # a start's first delivery also prunes: done
-    held, release, commits = threading.Event(), threading.Event(), []
-
-    def before_commit():  # the first commit waits until the copies are queued behind it
-        commits.append(1)
-        if len(commits) == 1:
-            held.set()
-            release.wait(30)
-
-    app.store.before_commit = before_commit
+    held, release, commits = hold_first_commit(app.store)  # the first commit waits until the copies queue behind it
     answers, threads = [], []
 
     def send(event_id: str, value: float):

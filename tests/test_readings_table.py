@@ -8,7 +8,7 @@ import sqlite3
 import threading
 
 import pytest
-from conftest import bearer, request, served, stored, wait_for
+from conftest import bearer, hold_first_commit, request, served, stored, wait_for
 from test_events import BODIES, NEWEST_FIRST, NOW, SENSORS_OF_SENT, SENT, delivery, get, get_json, post
 
 import tcsync.schema
@@ -60,15 +60,7 @@ def test_copies_of_a_new_event_in_one_batch_store_the_kept_ones_readings_once(ma
     with served(app, threads=8) as address:
         post(address, delivery("warm-up", "temperature", "fridge1", "2027-01-15T06:00:00Z",
                                {"temperature": {"value": 3.0}}))  # a start's first delivery also prunes: done
-        held, release, commits = threading.Event(), threading.Event(), []
-
-        def before_commit():  # the first commit waits until the copies are queued behind it
-            commits.append(1)
-            if len(commits) == 1:
-                held.set()
-                release.wait(30)
-
-        app.store.before_commit = before_commit
+        held, release, commits = hold_first_commit(app.store)  # the first commit waits for the copies behind it
         copies = [("first", 1.0), ("new", 2.0), ("new", 2.1), ("first", 1.1), ("new", 2.2)]
         threads = [threading.Thread(target=post, args=(address, delivery(
             event_id, "humidity", "room2", "2027-01-15T07:00:00Z",
