@@ -42,33 +42,10 @@ def start_variant(name: str, tree: Path, env: dict[str, str], db: Path, work: Pa
     return proc, port
 
 
-PREFILL = """import sys, time
-sys.path.insert(0, sys.argv[1])
-try:
-    from tcsync.store import Store
-    from tcsync.sync import Run
-except ImportError:  # a tree from before the package (one tcsync_wsgi.py)
-    from tcsync_wsgi import Run, Store
-store, t = Store(sys.argv[2]), time.time() - 1000 * 300
-for i in range(1000):
-    run = Run(store.start_run("timer", t + i * 300), "timer", t + i * 300, t + i * 300 + 4,
-              "ok" if i % 10 else "failed", i % 3, 417000 + i,
-              None if i % 10 else "could not reach Nightscout (example.com): ConnectionError",
-              ["INFO tconnectsync: Processed 2 events.\\n"])
-    store.finish_run(run)
-store.close()
-"""
-
-
-def prefill_with(tree: Path, db: Path) -> None:
-    """bench.prefill's store, made by the first variant's own code: a later version upgrades an earlier one's
-    store in place, never the other way round (an older tree refuses a newer schema)."""
-    subprocess.run([sys.executable, "-c", PREFILL, str(tree), str(db)], cwd=tree, check=True, timeout=120)
-
-
 def measure(variants: list[tuple[str, Path, dict[str, str]]], work: Path) -> dict:
     template = work / "template.db"
-    prefill_with(variants[0][1], template)
+    # made by the first variant's own code: a later version upgrades an earlier one's store, never the reverse
+    bench.prefill(template, variants[0][1])
     servers = {}
     for name, tree, env in variants:
         shutil.copy(template, work / f"{name}.db")

@@ -29,8 +29,6 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the service, and the tests' fakes
 import fakes  # noqa: E402  (the loopback Tandem and Nightscout of the tests)
 import jwt  # noqa: E402
-from tcsync.store import Store  # noqa: E402
-from tcsync.sync import Run  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SECS = int(os.environ.get("BENCH_SECS", "5"))
@@ -184,17 +182,30 @@ def event_counts(db: Path) -> tuple[int, int]:
     return rows, dups
 
 
-def prefill(db: Path, runs: int = 1000) -> None:
-    """A store holding `runs` finished runs, as the status page reads it."""
-    store = Store(str(db))
-    t = time.time() - runs * 300
-    for i in range(runs):
-        run = Run(store.start_run("timer", t + i * 300), "timer", t + i * 300, t + i * 300 + 4,
-                              "ok" if i % 10 else "failed", i % 3, 417000 + i,
-                              None if i % 10 else "could not reach Nightscout (example.com): ConnectionError",
-                              ["INFO tconnectsync: Processed 2 events.\n"])
-        store.finish_run(run)
-    store.close()
+PREFILL = """import sys, time
+sys.path.insert(0, sys.argv[1])
+try:
+    from tcsync.store import Store
+    from tcsync.sync import Run
+except ImportError:  # a tree from before the package (one tcsync_wsgi.py)
+    from tcsync_wsgi import Run, Store
+store, runs = Store(sys.argv[2]), int(sys.argv[3])
+t = time.time() - runs * 300
+for i in range(runs):
+    run = Run(store.start_run("timer", t + i * 300), "timer", t + i * 300, t + i * 300 + 4,
+              "ok" if i % 10 else "failed", i % 3, 417000 + i,
+              None if i % 10 else "could not reach Nightscout (example.com): ConnectionError",
+              ["INFO tconnectsync: Processed 2 events.\\n"])
+    store.finish_run(run)
+store.close()
+"""
+
+
+def prefill(db: Path, tree: Path = ROOT, runs: int = 1000) -> None:
+    """A store holding `runs` finished runs, as the status page reads it, made by the code of `tree` (this
+    checkout, or an earlier one that bench/ab.py compares it with: a later version upgrades its store)."""
+    subprocess.run([sys.executable, "-c", PREFILL, str(tree), str(db), str(runs)], cwd=tree, check=True,
+                   timeout=120)
 
 
 # -- the phases -------------------------------------------------------------------------------

@@ -168,7 +168,7 @@ class Syncer:
         self._captures = _Captures(log)
         self._tc = None  # the tconnectsync namespace, once imported
         self._clients = None  # (TConnectApi, NightscoutApi), created once
-        self._clients_lock = threading.Lock()
+        self._clients_lock = threading.Lock()  # tconnectsync's import and the clients: set up once, by one thread
 
     # starting and waiting
     def start(self, trigger: str, kind: str = "sync", days: int = 1, pretend: bool = False,
@@ -306,23 +306,27 @@ class Syncer:
             run.outcome, run.error = "failed", f"the login check found errors: {check_verdict(output)}"[:500]
 
     def _tconnectsync(self):
-        """Import tconnectsync once, after our own checks, and bound its HTTP calls."""
-        if self._tc is None:
-            os.environ.setdefault("CACHE_CREDENTIALS", "false")
-            tc = self._import_tconnectsync()
-            # check_login reads these from tconnectsync.secret; make them ours.
-            s = self.settings
-            tc.secret.TCONNECT_EMAIL, tc.secret.TCONNECT_PASSWORD = s.tconnect_email, s.tconnect_password
-            tc.secret.NS_URL, tc.secret.NS_SECRET = s.ns_url, s.ns_secret
-            _bound_requests_io(tc.requests)
-            logger = logging.getLogger("tconnectsync")
-            logger.setLevel(logging.INFO)  # DEBUG would log tokens
-            logger.propagate = False
-            for old in [h for h in logger.handlers if isinstance(h, _TconnectsyncLogHandler)]:
-                logger.removeHandler(old)  # one service per process; in tests, the newest one
-            logger.addHandler(_TconnectsyncLogHandler(self.log, self._captures))
-            self._tc = tc
-        return self._tc
+        """Import tconnectsync once, after our own checks, and bound its HTTP calls (a run and the alert watch may
+        both ask first: one imports, the other waits for it)."""
+        with self._clients_lock:
+            return self._tc or self._set_up_tconnectsync()
+
+    def _set_up_tconnectsync(self):
+        os.environ.setdefault("CACHE_CREDENTIALS", "false")
+        tc = self._import_tconnectsync()
+        # check_login reads these from tconnectsync.secret; make them ours.
+        s = self.settings
+        tc.secret.TCONNECT_EMAIL, tc.secret.TCONNECT_PASSWORD = s.tconnect_email, s.tconnect_password
+        tc.secret.NS_URL, tc.secret.NS_SECRET = s.ns_url, s.ns_secret
+        _bound_requests_io(tc.requests)
+        logger = logging.getLogger("tconnectsync")
+        logger.setLevel(logging.INFO)  # DEBUG would log tokens
+        logger.propagate = False
+        for old in [h for h in logger.handlers if isinstance(h, _TconnectsyncLogHandler)]:
+            logger.removeHandler(old)  # one service per process; in tests, the newest one
+        logger.addHandler(_TconnectsyncLogHandler(self.log, self._captures))
+        self._tc = tc
+        return tc
 
     def _import_tconnectsync(self) -> argparse.Namespace:
         """tconnectsync's parts. It reads its own settings as it is imported (also from a .env file, which we do not
