@@ -59,9 +59,10 @@ def _cli_run(app: App, kind: str, args) -> int:
         print(f"tcsync_wsgi: not started: {why_not}", file=sys.stderr)
         return 2 if app.settings.missing else 1
     run.done.wait()
-    if kind == "check":
-        sys.stdout.write("".join(run.log))
-    print(f"{kind} {run.outcome}: uploaded {run.uploaded}" + (f"; {run.error}" if run.error else ""))
+    app.log.close()  # the run's log lines first, whole: a print from this thread must not land inside one
+    summary = f"{kind} {run.outcome}: uploaded {run.uploaded}" + (f"; {run.error}" if run.error else "")
+    sys.stdout.write(("".join(run.log) if kind == "check" else "") + summary + "\n")
+    sys.stdout.flush()
     return 0 if run.outcome == "ok" else 1
 
 

@@ -47,7 +47,8 @@ class Log:
 
     A request thread only queues its line: a write system call releases the GIL, and taking it
     back from busy threads stalled every request (measured in bench/). Lines stay whole and in
-    order; close() (also run at exit) writes what is queued. Tests pass their own write callable.
+    order; close() (also run at exit, and by the CLI before its last line) writes what is queued.
+    Tests pass their own write callable.
     """
 
     def __init__(self, write: Callable[[str], Any] | None = None, redact: Callable[[str], str] = str):
@@ -102,10 +103,18 @@ class Log:
             return b""
 
     def close(self) -> None:
-        """Write everything queued, then stop the writer."""
+        """Write everything queued and stop the writer; later lines are written at once, by their own thread."""
         if self._write is None and self._writer.is_alive():
             self._queue.put(None)
             self._writer.join(5)
+            self._write = _write_stdout
+
+
+def _write_stdout(text: str) -> None:
+    try:
+        os.write(1, text.encode("utf-8", "replace"))
+    except OSError:
+        pass  # stdout gone (a closed pipe)
 
 
 class Redactor:

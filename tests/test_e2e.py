@@ -288,7 +288,8 @@ def test_tconnectsyncs_refusal_at_import_is_the_runs_error_in_its_words_and_logg
                           capture_output=True, text=True, timeout=60)
     error = f"RuntimeError: tconnectsync refused its settings at import: {words}"
     assert done.returncode == 1, done.stderr
-    assert f"sync failed: uploaded 0; {error}\n" in done.stdout
+    # the summary is the last line, whole: the log's writer thread has written the run's lines before it
+    assert done.stdout.endswith(f"\nsync failed: uploaded 0; {error}\n"), done.stdout
     lines = done.stdout.splitlines()
     said = [i for i, line in enumerate(lines) if "event=tconnectsync.import" in line]
     finished = [i for i, line in enumerate(lines) if "event=run.finished" in line]

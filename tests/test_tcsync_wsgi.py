@@ -542,7 +542,8 @@ def test_the_log_writer_writes_whole_lines_in_writes_of_at_most_4_kib(tmp_path):
               "for i in range(300):\n"
               "    log(event='example', i=i, text='€' * 290)\n"  # 900 bytes in 300 characters
               "log.write_redacted('x' * 10_000)\n"
-              "log.close()\n")
+              "log.close()\n"
+              "log(event='after_close')\n")  # written at once by this thread (the CLI's last lines come after it)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with ours, theirs:
         child = subprocess.Popen([sys.executable, "-c", script], stdout=theirs, stderr=subprocess.PIPE,
@@ -555,5 +556,6 @@ def test_the_log_writer_writes_whole_lines_in_writes_of_at_most_4_kib(tmp_path):
     assert all(write.endswith(b"\n") for write in writes)
     lines = b"".join(writes).decode().splitlines()
     assert [line.split()[2] for line in lines[:300]] == [f"i={i}" for i in range(300)]
-    assert len(lines) == 301 and lines[300].startswith("x" * 4000) and lines[300].endswith(" chars]")
+    assert len(lines) == 302 and lines[300].startswith("x" * 4000) and lines[300].endswith(" chars]")
+    assert lines[301] == "at=info event=after_close"
     assert len(writes) < 200  # lines still share writes
