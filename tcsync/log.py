@@ -24,7 +24,9 @@ def cut(text: str, limit: int) -> str:
 def logfmt_value(value: Any) -> str:
     """A value as logfmt writes it: cut to MAX_FIELD_CHARS, quoted (JSON-style) if it has spaces, quotes or odd
     characters; those (controls, bidi overrides) as \\u escapes, printable text such as é or °C as it is."""
-    text = cut(str(value), MAX_FIELD_CHARS)
+    text = str(value)
+    if len(text) > MAX_FIELD_CHARS:
+        text = cut(text, MAX_FIELD_CHARS)
     printable = text.isprintable()
     if _NEEDS_QUOTES.search(text) or not printable:
         return json.dumps(text, ensure_ascii=not printable)
@@ -121,9 +123,15 @@ class Redactor:
     """Replaces every secret value, and any api_secret= query value, with [redacted]."""
 
     def __init__(self, secrets: list[str]):
-        alternatives = [re.escape(s) for s in sorted(set(secrets), key=len, reverse=True)]
+        self._needles = (*sorted(set(secrets), key=len, reverse=True), "api_secret=")
+        alternatives = [re.escape(s) for s in self._needles[:-1]]
         alternatives.append(r"(?<=api_secret=)[^&\s'\"]+")
         self._pattern = re.compile("|".join(alternatives))
 
     def __call__(self, text: str) -> str:
-        return self._pattern.sub("[redacted]", text)
+        # The pattern finds nothing where no needle occurs: a substring test per needle is a tenth of its search,
+        # and nearly every value logged (a path, a device, a reading) holds none.
+        for needle in self._needles:
+            if needle in text:
+                return self._pattern.sub("[redacted]", text)
+        return text
