@@ -8,11 +8,15 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 _NEEDS_QUOTES = re.compile(r'[\s="\\]|^$')
 MAX_FIELD_CHARS = 300  # of one logged value (a path, an error): a stranger's 100 KB path is not 100 KB of log
+# After a quiet moment the writer waits this long for more lines to join the first one's write: under load a wake-up
+# and a write per dozen lines instead of per line (half the log's CPU, about 4 % more deliveries a second).
+GATHER_SECS = 0.002
 MAX_LINE_BYTES = 4096  # PIPE_BUF: a write up to this size reaches a pipe's reader whole, never mixed with another's
 
 
@@ -96,6 +100,7 @@ class Log:
                 pass  # stdout gone (a closed pipe): nothing else to tell it to
             if line == b"":  # nothing was queued: wait for the next line (else it starts the next write, or stops)
                 line = self._queue.get()
+                time.sleep(GATHER_SECS)
 
     def _queued_now(self) -> bytes | None:
         """The next queued line without waiting: None is the stop, b"" means nothing is queued."""
