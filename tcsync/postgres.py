@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tcsync.schema import SCHEMA_VERSION, UPGRADE_FROM_2, schema_statements
+from tcsync.schema import SCHEMA_VERSION, UPGRADE_FROM_2, UPGRADE_FROM_4, schema_statements
 from tcsync.store import Store, StoreError, StoreUnreachable
 
 LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
@@ -87,10 +87,13 @@ class PostgresStore(Store):
                 raise StoreError(f"schema version {version} is newer than this program's")
             if version == 2:  # PostgreSQL came with schema 2
                 db.execute(UPGRADE_FROM_2[self.dialect])
+            if 0 < version < 5:
+                for statement in UPGRADE_FROM_4[self.dialect]:
+                    db.execute(statement)
             for statement in schema_statements(self.dialect):
                 db.execute(statement)
-            if version == 2:
-                self._fill_readings(db)
+            if 0 < version < 5:
+                self._fill_from_bodies(db)
             if version < SCHEMA_VERSION:
                 db.execute("DELETE FROM tcsync_schema")
                 db.execute("INSERT INTO tcsync_schema (version) VALUES (%s)", (SCHEMA_VERSION,))

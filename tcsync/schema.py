@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tcsync.readings import document_of, readings_of
+from tcsync.readings import READINGS, document_of, readings_of
 
-SCHEMA_VERSION = 4  # 3: readings as numbers; 4: alerts and announcements (tables only: nothing to fill)
+# 3: readings as numbers (a table); 4: alerts and announcements (tables only); 5: readings in the events row (one
+# insert a delivery, as before 3: the table's second insert cost 8 % of POST / throughput).
+SCHEMA_VERSION = 5
 # The one schema; the column types that differ between SQLite and PostgreSQL, side by side.
 COLUMN_TYPES = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "time": "REAL", "number": "REAL", "bytes": "BLOB", "bigint": "INTEGER"},
@@ -34,20 +36,13 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp TEXT,
     received_at {time} NOT NULL,
     duplicates INTEGER NOT NULL DEFAULT 0,
-    body {bytes} NOT NULL,
     device TEXT,
     event_time {time} NOT NULL,
-    name TEXT
-);
-CREATE TABLE IF NOT EXISTS readings (
-    event_id TEXT NOT NULL REFERENCES events (event_id) ON DELETE CASCADE,
-    kind TEXT NOT NULL,
-    device TEXT,
+    name TEXT,
     value {number},
-    text TEXT,
-    unit TEXT,
-    event_time {time} NOT NULL,
-    PRIMARY KEY (event_id, kind)
+    value2 {number},
+    state TEXT,
+    body {bytes} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS alerts (
     identifier TEXT PRIMARY KEY,
@@ -76,15 +71,21 @@ CREATE INDEX IF NOT EXISTS announcements_waiting ON announcements (sent_at, crea
 CREATE INDEX IF NOT EXISTS runs_by_started_at ON runs (started_at);
 CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, event_id);
-CREATE INDEX IF NOT EXISTS events_by_device ON events (device, event_type, event_time);
-CREATE INDEX IF NOT EXISTS readings_by_device ON readings (device, kind, event_time);
+CREATE INDEX IF NOT EXISTS events_readings ON events (device, event_type, event_time, value, value2, state);
 """
 # Schema 1 (release 1.0.0) had no device or event_time: added, then filled from each stored event.
 UPGRADE_FROM_1 = ("ALTER TABLE events ADD COLUMN device TEXT",
                   "ALTER TABLE events ADD COLUMN event_time REAL NOT NULL DEFAULT 0")
-# Schema 2 had no readings table and no name: events get the name column, then both are filled from each body.
+# Schema 2 had no name: added, then filled from each body (with the readings, below).
 UPGRADE_FROM_2 = {"sqlite": "ALTER TABLE events ADD COLUMN name TEXT",
                   "postgres": "ALTER TABLE events ADD COLUMN IF NOT EXISTS name TEXT"}
+# Schemas 2 to 4 had no reading columns (3 and 4 a readings table instead): added, then filled from each body; the
+# table and the index it replaced go.
+UPGRADE_FROM_4 = {dialect: (*(f"ALTER TABLE events ADD COLUMN{exists} {column} {kind}" for column, kind in
+                              (("value", number), ("value2", number), ("state", "TEXT"))),
+                            "DROP INDEX IF EXISTS events_by_device", "DROP TABLE IF EXISTS readings")
+                  for dialect, exists, number in (("sqlite", "", "REAL"),
+                                                  ("postgres", " IF NOT EXISTS", "DOUBLE PRECISION"))}
 BACKFILL_BATCH = 200  # events read per query while filling the readings of stored events: at most 13 MB of bodies
 
 
@@ -92,19 +93,51 @@ def schema_statements(dialect: str) -> list[str]:
     return [s.strip() for s in SCHEMA.format(**COLUMN_TYPES[dialect]).split(";") if s.strip()]
 
 
-def reading_rows(event_id: str, event_type: str, data: Any, device: str | None, event_time: float) -> list[tuple]:
-    """The readings table's rows of one event: a number in value, a state's text (PRESENT, touched) in text.
-    No rows for data whose number no float holds (kept before the receiver refused such numbers): listed, not read."""
-    rows = []
+# Where an event's readings are kept (readings.READINGS: at most two, and only the first may be a state's text):
+# the first one's number in value, or its text in state; the second one's number (a humidity event's relative
+# humidity) in value2. The kind and the unit follow from the event type.
+MAX_STATE_CHARS = 200  # a state is part of an index entry, which PostgreSQL refuses past about 2 700 bytes
+NO_READING = (None, None, None)
+
+
+def reading_columns(event_type: str, data: Any) -> tuple[float | None, float | None, str | None]:
+    """(value, value2, state) of an event. NO_READING for data whose number no float holds (kept before the receiver
+    refused such numbers) or whose state is longer than MAX_STATE_CHARS: listed, not read."""
     try:
-        for kind, value, unit in readings_of(event_type, data):
-            number = None if isinstance(value, str) else float(value)
-            if number is not None and not math.isfinite(number):
-                return []
-            rows.append((event_id, kind, device, number, value if number is None else None, unit, event_time))
+        readings = readings_of(event_type, data)
+        numbers = [None if isinstance(value, str) else float(value) for _, value, _ in readings]
     except (ArithmeticError, TypeError, ValueError):
+        return NO_READING
+    if not readings or not all(math.isfinite(n) for n in numbers if n is not None):
+        return NO_READING
+    first = readings[0][1]
+    if isinstance(first, str):
+        return (None, None, first) if len(first) <= MAX_STATE_CHARS else NO_READING
+    return numbers[0], numbers[1] if len(numbers) > 1 else None, None
+
+
+def readings_from_columns(event_type: str, value: float | None, value2: float | None,
+                          state: str | None) -> list[tuple[str, float | int | str, str | None]]:
+    """(kind, value, unit) of each reading an event's columns hold, numbers as the vendor writes them (40, not
+    40.0); [] if they hold none."""
+    spec = READINGS.get(event_type, ())
+    kept = (state if value is None else whole_if_whole(value), whole_if_whole(value2))
+    if not spec or kept[0] is None:
         return []
-    return rows
+    return [(kind, stored, unit) for (kind, _, unit), stored in zip(spec, kept, strict=False)]  # one or two
+
+
+def whole_if_whole(number: float | None) -> float | int | None:
+    return int(number) if number is not None and number.is_integer() and abs(number) < 2 ** 53 else number
+
+
+def sources_of(kind: str) -> tuple[tuple[str, ...], str]:
+    """(the event types that measure a numeric kind, the column its number is in)."""
+    types = tuple(event_type for event_type, spec in READINGS.items() if kind in (k for k, _, _ in spec))
+    columns = {("value", "value2")[[k for k, _, _ in READINGS[t]].index(kind)] for t in types}
+    if len(columns) != 1:  # READINGS puts each kind in one place: temperature first, in both its event types
+        raise ValueError(f"no one column holds {kind}")
+    return types, columns.pop()
 
 
 def data_and_name(body: bytes) -> tuple[Any, str | None]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
-import json
 import os
 import queue
 import sqlite3
@@ -21,7 +20,8 @@ from typing import Any
 
 from tcsync.readings import device_of, document_of, event_json, event_time_of, iso
 from tcsync.schema import (
-    BACKFILL_BATCH, SCHEMA_VERSION, UPGRADE_FROM_1, UPGRADE_FROM_2, data_and_name, reading_rows, schema_statements,
+    BACKFILL_BATCH, SCHEMA_VERSION, UPGRADE_FROM_1, UPGRADE_FROM_2, UPGRADE_FROM_4, data_and_name, reading_columns,
+    readings_from_columns, schema_statements, sources_of,
 )
 from tcsync.settings import Settings
 
@@ -37,18 +37,12 @@ PAGE_BYTES = 1024 * 1024
 FUTURE_SLACK_SECS = 300
 RUN_COLUMNS = "id, trigger, started_at, finished_at, outcome, uploaded, last_event_seq, error"
 EVENT_COLUMNS = "event_id, event_type, target, timestamp, received_at, duplicates, body, device, event_time"
-READING_COLUMNS = "event_id, kind, device, value, text, unit, event_time"
-# A batch's deliveries, side by side. SQLite: the events in one multi-row INSERT, then the readings of the new ones
-# in another. PostgreSQL: both in one statement (one round trip), the readings as one JSON parameter: a query of
-# few parameters is parsed once by psycopg, one of many at every call.
-INSERT_EVENTS = (f"INSERT INTO events ({EVENT_COLUMNS}, name) VALUES {{values}}"
+# A batch's deliveries, side by side, in one multi-row INSERT, their readings in their own columns; a repeat keeps
+# the first copy's and counts up.
+INSERT_EVENTS = (f"INSERT INTO events ({EVENT_COLUMNS}, name, value, value2, state) VALUES {{values}}"
                  " ON CONFLICT (event_id) DO UPDATE SET duplicates = events.duplicates + 1"
                  " RETURNING event_id, duplicates")
-INSERT_WITH_READINGS_POSTGRES = (
-    "WITH kept AS ({insert}, device, event_time), added AS (INSERT INTO readings"  # returning those too
-    f" ({READING_COLUMNS}) SELECT r.event_id, r.kind, kept.device, r.value, r.text, r.unit, kept.event_time"
-    " FROM json_to_recordset(?::json) AS r (event_id text, kind text, value float8, text text, unit text)"
-    " JOIN kept ON kept.event_id = r.event_id AND kept.duplicates = 0) SELECT event_id, duplicates FROM kept")
+INSERT_VALUES = "(?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)"
 SHARED_STATE_SECS = 2.0  # how old what other processes wrote may look (runs on /healthz, events on the page)
 
 
@@ -63,13 +57,6 @@ class StoreUnreachable(StoreError):
 class QueryRefused(StoreError):
     """The database refused one statement's values (a NUL in PostgreSQL's text, an integer past 64 bits): that
     statement is wrong, the database is not failing."""
-
-
-def reading_value(value: float | None, text: str | None) -> float | int | str | None:
-    """A stored reading as it was sent: a state's text, or the number (whole ones as the vendor writes them: 40)."""
-    if text is not None or value is None:
-        return text
-    return int(value) if value.is_integer() and abs(value) < 2 ** 53 else value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +139,6 @@ class Store:
         db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")  # a pruned event takes its readings along (ON DELETE CASCADE)
         return db
 
     def _connection(self, kind: str):
@@ -208,29 +194,31 @@ class Store:
                                 for event_id, target, timestamp, received_at in rows])
             if version in (1, 2):
                 db.execute(UPGRADE_FROM_2[self.dialect])
+            if 0 < version < 5:
+                for statement in UPGRADE_FROM_4[self.dialect]:
+                    db.execute(statement)
             for statement in schema_statements(self.dialect):
                 db.execute(statement)
-            if version in (1, 2):
-                self._fill_readings(db)
+            if 0 < version < 5:
+                self._fill_from_bodies(db)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
-    def _fill_readings(self, db) -> None:
-        """Upgrading from schema 2: each kept event's name and readings, from its body, BACKFILL_BATCH at a time."""
+    def _fill_from_bodies(self, db) -> None:
+        """Upgrading from schema 4 or before: each kept event's name and readings, from its body, BACKFILL_BATCH at
+        a time."""
         after = ""
-        while rows := self._run(db, "SELECT event_id, event_type, body, device, event_time FROM events"
-                                    " WHERE event_id > ? ORDER BY event_id LIMIT ?", (after, BACKFILL_BATCH))[0]:
-            names, readings = [], []
-            for event_id, event_type, body, device, event_time in rows:
+        while rows := self._run(db, "SELECT event_id, event_type, body FROM events WHERE event_id > ?"
+                                    " ORDER BY event_id LIMIT ?", (after, BACKFILL_BATCH))[0]:
+            filled = []
+            for event_id, event_type, body in rows:
                 data, name = data_and_name(bytes(body))
-                names += [(name, event_id)] if name is not None else []
-                readings += reading_rows(event_id, event_type, data, device, event_time)
-            if names:
-                self._run_many(db, "UPDATE events SET name = ? WHERE event_id = ?", names)
-            self._insert_readings(db, readings)
+                filled.append((name, *reading_columns(event_type, data), event_id))
+            self._run_many(db, "UPDATE events SET name = ?, value = ?, value2 = ?, state = ? WHERE event_id = ?",
+                           filled)
             after = rows[-1][0]
 
     def try_sync_lock(self) -> Callable[[], None] | None:
@@ -298,11 +286,9 @@ class Store:
             item.finish()
 
     def _transaction(self, db, batch: list[_Write]) -> None:
-        """Every write of a batch, the deliveries in one statement (on SQLite their readings in one more), in one
-        transaction. A batch of one statement is atomic by itself: no BEGIN and COMMIT around it (a third of the
-        calls, or round trips)."""
-        delivery = batch[0].sql is None
-        alone = len(batch) == 1 and (not delivery or self.dialect == "postgres" or not batch[0].args[1])
+        """Every write of a batch, the deliveries in one statement, in one transaction. A batch of one statement is
+        atomic by itself: no BEGIN and COMMIT around it (a third of the calls, or round trips)."""
+        alone = len(batch) == 1
         if alone:
             self.before_commit()
         else:
@@ -323,42 +309,22 @@ class Store:
             raise
 
     def _insert_events(self, db, deliveries: list[_Write]) -> None:
-        """The batch's distinct eventIds and the readings of those that are new; a repeat within the batch only
-        counts up. A delivery's args: (its events row, its readings rows)."""
+        """The batch's distinct eventIds; a repeat within the batch only counts up. A delivery's args: its row."""
         firsts: dict[str, _Write] = {}
         repeats: collections.Counter[str] = collections.Counter()
         for item in deliveries:
-            event_id = item.args[0][0]
+            event_id = item.args[0]
             if event_id in firsts:
                 repeats[event_id] += 1
                 item.result = True
             else:
                 firsts[event_id] = item
-        for event_id, duplicates in self._insert_new(db, list(firsts.values())):
+        insert = INSERT_EVENTS.format(values=", ".join([INSERT_VALUES] * len(firsts)))
+        rows, _ = self._run(db, insert, [value for item in firsts.values() for value in item.args])
+        for event_id, duplicates in rows:
             firsts[event_id].result = duplicates > 0
         for event_id, count in repeats.items():
             self._run(db, "UPDATE events SET duplicates = duplicates + ? WHERE event_id = ?", (count, event_id))
-
-    def _insert_new(self, db, items: list[_Write]) -> list[tuple[str, int]]:
-        """(event_id, duplicates before) of each delivery; the readings of those that were new are stored with them
-        (a duplicate's are stored already)."""
-        events = [value for item in items for value in item.args[0]]
-        readings = [reading for item in items for reading in item.args[1]]
-        insert = INSERT_EVENTS.format(values=", ".join(["(?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"] * len(items)))
-        if self.dialect == "postgres" and readings:
-            wanted = [{"event_id": event_id, "kind": kind, "value": value, "text": text, "unit": unit}
-                      for event_id, kind, _, value, text, unit, _ in readings]  # the device and time: the event's
-            return self._run(db, INSERT_WITH_READINGS_POSTGRES.format(insert=insert),
-                             [*events, json.dumps(wanted, allow_nan=False)])[0]
-        rows, _ = self._run(db, insert, events)
-        new = {event_id for event_id, duplicates in rows if not duplicates}
-        self._insert_readings(db, [reading for reading in readings if reading[0] in new])
-        return rows
-
-    def _insert_readings(self, db, readings: list[tuple]) -> None:
-        if readings:  # at most 2 x WRITE_BATCH rows of 7 values: far below both databases' limits
-            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(readings))
-            self._run(db, f"INSERT INTO readings ({READING_COLUMNS}) VALUES {values}", [v for r in readings for v in r])
 
     def close(self) -> None:
         """Write what is queued, then close the connections."""
@@ -434,14 +400,14 @@ class Store:
         device, event_time = device_of(target), event_time_of(timestamp, received_at)
         name = data_and_name(body)[1] if labels is None else labels.get("name")
         row = (event_id, event_type, target, timestamp, received_at, body, device, event_time,
-               name if isinstance(name, str) else None)
-        duplicate = self._write(None, (row, reading_rows(event_id, event_type, event.get("data"), device, event_time)))
+               name if isinstance(name, str) else None, *reading_columns(event_type, event.get("data")))
+        duplicate = self._write(None, row)
         if not duplicate:
             self._summary = None
         return duplicate
 
     def prune_events(self, now: float) -> None:
-        """Keep 30 days and at most KEEP_EVENTS events, the newest; a deleted event's readings go with it."""
+        """Keep 30 days and at most KEEP_EVENTS events, the newest (their readings with them)."""
         self._write("DELETE FROM events WHERE received_at < ?", (now - KEEP_EVENTS_SECS,))
         self._write("DELETE FROM events WHERE received_at < (SELECT received_at FROM events"
                     " ORDER BY received_at DESC LIMIT 1 OFFSET ?)", (KEEP_EVENTS - 1,))
@@ -498,29 +464,32 @@ class Store:
             "  WHERE device IS NOT NULL AND event_time <= ? GROUP BY device, event_type) m"
             " ON e.device = m.device AND e.event_type = m.event_type AND e.event_time = m.newest"
             " ORDER BY e.device, e.event_time, e.event_id", (until,), "read")
-        readings, _ = self._query(
-            "SELECT r.device, r.kind, r.value, r.text, r.unit, r.event_time FROM readings r JOIN"
-            " (SELECT device, kind, MAX(event_time) AS newest FROM readings"
-            "  WHERE device IS NOT NULL AND event_time <= ? GROUP BY device, kind) m"
-            " ON r.device = m.device AND r.kind = m.kind AND r.event_time = m.newest"
-            " ORDER BY r.device, r.event_time, r.event_id", (until,), "read")
+        readings, _ = self._query(  # the same, of the events that hold a reading
+            "SELECT e.device, e.event_type, e.value, e.value2, e.state, e.event_time FROM events e JOIN"
+            " (SELECT device, event_type, MAX(event_time) AS newest FROM events"
+            "  WHERE device IS NOT NULL AND event_time <= ? AND (value IS NOT NULL OR state IS NOT NULL)"
+            "  GROUP BY device, event_type) m"
+            " ON e.device = m.device AND e.event_type = m.event_type AND e.event_time = m.newest"
+            " AND (e.value IS NOT NULL OR e.state IS NOT NULL)"
+            " ORDER BY e.device, e.event_time, e.event_id", (until,), "read")
         sensors: dict[str, dict] = {}
         for device, target, name, event_time in newest:  # oldest first: newer ones overwrite
             sensors[device] = {"device": device, "target": target, "name": name, "last_event_at": iso(event_time),
                                "readings": {}}
-        for device, kind, value, text, unit, event_time in readings:
-            if device in sensors:  # else it arrived between the two reads
-                sensors[device]["readings"][kind] = {"value": reading_value(value, text), "unit": unit,
-                                                     "at": iso(event_time)}
+        for device, event_type, value, value2, state, event_time in readings:  # oldest first: a newer one wins
+            for kind, stored, unit in readings_from_columns(event_type, value, value2, state):
+                if device in sensors:  # else it arrived between the two reads
+                    sensors[device]["readings"][kind] = {"value": stored, "unit": unit, "at": iso(event_time)}
         return list(sensors.values())
 
     def series(self, device: str, kind: str, since: float, now: float) -> list[tuple[float, float]]:
         """(event time, value) of one numeric kind of one device from a time until now (and FUTURE_SLACK_SECS),
         oldest first."""
+        event_types, column = sources_of(kind)
         rows, _ = self._query(
-            "SELECT event_time, value FROM readings WHERE device = ? AND kind = ? AND event_time >= ?"
-            " AND event_time <= ? AND value IS NOT NULL ORDER BY event_time, event_id",
-            (device, kind, since, now + FUTURE_SLACK_SECS), "read")
+            f"SELECT event_time, {column} FROM events WHERE device = ? AND event_type IN"
+            f" ({', '.join('?' * len(event_types))}) AND event_time >= ? AND event_time <= ? AND {column} IS NOT NULL"
+            " ORDER BY event_time, event_id", (device, *event_types, since, now + FUTURE_SLACK_SECS), "read")
         return [(event_time, value) for event_time, value in rows]
 
     def latest_labels(self, device: str) -> dict:

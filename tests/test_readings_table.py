@@ -1,6 +1,7 @@
-"""Readings stored as numbers (schema 3): what each event measures goes into the readings table at insert, and the
-page, the charts and /sensors read it there. The upgrade from schema 2, duplicates, pruning, events timed after
-now, and /events pages and exports bounded by bytes. Every test runs on SQLite and PostgreSQL."""
+"""Readings stored as numbers (schema 5): what each event measures goes into its own columns of the event's row at
+insert (value, value2, state), and the page, the charts and /sensors read them there. The upgrades from schema 2 and
+from schema 4 (readings in a table of their own), duplicates, pruning, events timed after now, and /events pages and
+exports bounded by bytes. Every test runs on SQLite and PostgreSQL."""
 
 import json
 import re
@@ -15,16 +16,15 @@ import tcsync.schema
 import tcsync.store
 from tcsync.readings import device_of, event_time_of
 
-READINGS_OF_SENT = [  # (event_id, kind, device, value, text, unit): every event of SENT that measures something
-    ("bs", "batteryStatus", "fridge1", 95.0, None, "%"),
-    ("h1", "humidity", "room2", 40.0, None, "%"),  # a humidity event: two readings
-    ("h1", "temperature", "room2", 21.5, None, "°C"),
-    ("ns", "networkStatus", "fridge1", 80.0, None, "%"),
-    ("o1", "objectPresent", "room2", None, "PRESENT", None),  # a state: text, no number
-    ("t1", "temperature", "fridge1", 5.0, None, "°C"),
-    ("t2", "temperature", "fridge1", 5.5, None, "°C"),
-    ("t3", "temperature", "fridge1", 4.8, None, "°C"),
-    ("tc", "touch", "fridge1", None, "touched", None),
+READINGS_OF_SENT = [  # (event_id, device, value, value2, state): every event of SENT that measures something
+    ("bs", "fridge1", 95.0, None, None),  # battery %
+    ("h1", "room2", 21.5, 40.0, None),  # a humidity event: two readings, its temperature first
+    ("ns", "fridge1", 80.0, None, None),
+    ("o1", "room2", None, None, "PRESENT"),  # a state: text, no number
+    ("t1", "fridge1", 5.0, None, None),
+    ("t2", "fridge1", 5.5, None, None),
+    ("t3", "fridge1", 4.8, None, None),
+    ("tc", "fridge1", None, None, "touched"),
 ]
 
 
@@ -40,7 +40,8 @@ def public_page(address) -> bytes:
 
 
 def readings_table(app) -> list[tuple]:
-    return sorted(stored(app, "SELECT event_id, kind, device, value, text, unit FROM readings"))
+    return sorted(stored(app, "SELECT event_id, device, value, value2, state FROM events"
+                              " WHERE value IS NOT NULL OR state IS NOT NULL"))
 
 
 def test_each_events_readings_are_stored_as_numbers_states_as_text_once_for_duplicates(make_app):
@@ -78,9 +79,7 @@ def test_copies_of_a_new_event_in_one_batch_store_the_kept_ones_readings_once(ma
     kept = events["new"]["reading"][0]["value"]  # whichever copy was kept: its readings, once
     assert kept in (2.0, 2.1, 2.2)
     assert [row for row in readings_table(app) if row[0] in ("first", "new")] == [
-        ("first", "humidity", "room2", 10.0, None, "%"), ("first", "temperature", "room2", 1.0, None, "°C"),
-        ("new", "humidity", "room2", pytest.approx(kept * 10), None, "%"), ("new", "temperature", "room2", kept, None,
-                                                                            "°C")]
+        ("first", "room2", 1.0, 10.0, None), ("new", "room2", kept, pytest.approx(kept * 10), None)]
 
 
 def test_pruning_an_event_removes_its_readings(make_app, monkeypatch):
@@ -133,7 +132,7 @@ def test_an_event_timed_after_now_is_listed_but_never_the_newest_reading(make_ap
     assert exported == b"".join(bodies[i] + b"\n" for i in reversed(listed))
 
 
-# -- the upgrade from schema 2 ---------------------------------------------------------------------------------
+# -- the upgrades from schemas 2 and 4 -------------------------------------------------------------------------
 
 # Schema 2 as the service wrote it (tcsync/store.py before readings had their table), kept here to make one.
 SCHEMA_2 = """
@@ -146,6 +145,13 @@ CREATE INDEX IF NOT EXISTS runs_by_started_at ON runs (started_at);
 CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, event_id);
 CREATE INDEX IF NOT EXISTS events_by_device ON events (device, event_type, event_time)
+"""
+# Schema 4 added a name to events and kept readings in a table of their own (and the alerts' tables, made anew).
+SCHEMA_4_MORE = """
+ALTER TABLE events ADD COLUMN name TEXT;
+CREATE TABLE readings (event_id TEXT NOT NULL REFERENCES events (event_id) ON DELETE CASCADE, kind TEXT NOT NULL,
+    device TEXT, value {number}, text TEXT, unit TEXT, event_time {time} NOT NULL, PRIMARY KEY (event_id, kind));
+CREATE INDEX readings_by_device ON readings (device, kind, event_time)
 """
 # A body kept before the receiver refused numbers beyond a float's reach: it has no reading, and breaks nothing.
 HUGE = delivery("huge", "temperature", "odd1", "2027-01-15T07:20:00Z", {"temperature": {"value": 10 ** 400}})
@@ -162,31 +168,40 @@ def schema_2_rows() -> list[tuple]:
     return rows
 
 
-def make_schema_2_store(backend, request, path) -> None:
-    statements = SCHEMA_2.format(**tcsync.schema.COLUMN_TYPES[backend]).split(";")
+def make_old_store(backend, version, request, path) -> None:
+    """A store of schema 2, or of schema 4 with a readings table (its rows: one reading, to be dropped)."""
+    statements = (SCHEMA_2 + (";" + SCHEMA_4_MORE if version == 4 else "")).format(
+        **tcsync.schema.COLUMN_TYPES[backend]).split(";")
     insert = ("INSERT INTO events (event_id, event_type, target, timestamp, received_at, duplicates, body, device,"
               " event_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    reading = "INSERT INTO readings VALUES ('t1', 'temperature', 'fridge1', 5.0, NULL, '°C', 0)"
     if backend == "postgres":
         import psycopg
 
         with psycopg.connect(request.getfixturevalue("database_url"), autocommit=True) as db:
             for statement in statements:
                 db.execute(statement)
-            db.execute("CREATE TABLE tcsync_schema (version INTEGER NOT NULL); INSERT INTO tcsync_schema VALUES (2)")
+            db.execute(f"CREATE TABLE tcsync_schema (version INTEGER NOT NULL); INSERT INTO tcsync_schema VALUES"
+                       f" ({version})")
             db.cursor().executemany(insert.replace("?", "%s"), schema_2_rows())
+            if version == 4:
+                db.execute(reading)
     else:
         db = sqlite3.connect(path, isolation_level=None)
         for statement in statements:
             db.execute(statement)
         db.executemany(insert, schema_2_rows())
-        db.execute("PRAGMA user_version=2")
+        if version == 4:
+            db.execute(reading)
+        db.execute(f"PRAGMA user_version={version}")
         db.close()
 
 
-def test_a_schema_2_store_gets_its_readings_and_shows_what_a_fresh_one_shows(make_app, backend, request, tmp_path,
-                                                                            monkeypatch):
+@pytest.mark.parametrize("version", [2, 4])
+def test_an_older_store_gets_its_readings_and_shows_what_a_fresh_one_shows(make_app, backend, version, request,
+                                                                           tmp_path, monkeypatch):
     monkeypatch.setattr(tcsync.store, "BACKFILL_BATCH", 4)  # several batches
-    make_schema_2_store(backend, request, tmp_path / "tcsync.sqlite3")
+    make_old_store(backend, version, request, tmp_path / "tcsync.sqlite3")
     upgraded, _ = make_app(verify_clock=lambda: NOW, clock=lambda: NOW)
     fresh_store = {"DATABASE_URL": request.getfixturevalue("pg_server").create_database()} \
         if backend == "postgres" else {"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "fresh.sqlite3")}
@@ -206,10 +221,13 @@ def test_a_schema_2_store_gets_its_readings_and_shows_what_a_fresh_one_shows(mak
         "readings": {}}, SENSORS_OF_SENT[1]]
     assert readings_table(upgraded) == READINGS_OF_SENT
     assert b"<h3><bdi>Fridge</bdi></h3>" in answers[0][1] and b"<h3><bdi>Room</bdi></h3>" in answers[0][1]
+    tables = "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND name LIKE '%%read%%'"
     if backend == "sqlite":
-        assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (4,)
+        assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (5,)
     else:
-        assert stored(upgraded, "SELECT version FROM tcsync_schema") == [(4,)]
+        assert stored(upgraded, "SELECT version FROM tcsync_schema") == [(5,)]
+        tables = "SELECT relname FROM pg_class WHERE relname LIKE '%%read%%'"
+    assert sorted(stored(upgraded, tables)) == [("events_readings",)]  # the readings table and its index are gone
 
 
 # -- pages and exports bounded by bytes -------------------------------------------------------------------------
