@@ -95,6 +95,27 @@ def test_pruning_an_event_removes_its_readings(make_app, monkeypatch):
     assert sorted(row[0] for row in stored(app, "SELECT event_id FROM events")) == ["t2", "t3"]
 
 
+def test_a_state_too_long_for_an_index_is_kept_and_listed_but_not_read_as_a_reading(make_app):
+    app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: NOW)
+    states = {"short": "NOT_PRESENT", "at-bound": "P" * 200, "over": "P" * 3000}  # PostgreSQL's index: ~2 700 bytes
+    bodies = {event_id: delivery(event_id, "objectPresent", f"door-{event_id}", "2027-01-15T07:00:00Z",
+                                 {"objectPresent": {"state": state}}) for event_id, state in states.items()}
+    with served(app) as address:
+        for body in bodies.values():
+            assert post(address, body) == {"ok": True, "duplicate": False, "event_id": json.loads(body)["event"][
+                "eventId"]}
+        sensors = {s["device"]: s["readings"] for s in get_json(address, "/sensors")["sensors"]}
+        listed = {e["event_id"]: e["data"] for e in get_json(address, "/events")["events"]}
+    assert sensors == {"door-short": {"objectPresent": {"value": "NOT_PRESENT", "unit": None,
+                                                        "at": "2027-01-15T07:00:00Z"}},
+                       "door-at-bound": {"objectPresent": {"value": "P" * 200, "unit": None,
+                                                           "at": "2027-01-15T07:00:00Z"}},
+                       "door-over": {}}
+    assert listed == {event_id: {"objectPresent": {"state": state}} for event_id, state in states.items()}
+    assert readings_table(app) == [("at-bound", "door-at-bound", None, None, "P" * 200),
+                                   ("short", "door-short", None, None, "NOT_PRESENT")]
+
+
 # -- the newest reading is never from the future --------------------------------------------------------------
 
 def reading_line(page: str, kind: str) -> str:
