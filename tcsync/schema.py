@@ -3,6 +3,7 @@ an older one in place, and the rows a delivery's body fills them with."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -128,9 +129,11 @@ def readings_from_columns(event_type: str, value: float | None, value2: float | 
 
 
 def whole_if_whole(number: float | None) -> float | int | None:
+    """A whole number as an int (40, as the vendor writes a battery level), else the number as it is."""
     return int(number) if number is not None and number.is_integer() and abs(number) < 2 ** 53 else number
 
 
+@functools.cache
 def sources_of(kind: str) -> tuple[tuple[str, ...], str]:
     """(the event types that measure a numeric kind, the column its number is in)."""
     types = tuple(event_type for event_type, spec in READINGS.items() if kind in (k for k, _, _ in spec))
