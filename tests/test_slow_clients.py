@@ -268,9 +268,24 @@ def test_a_reader_that_stops_reading_is_closed_after_the_idle_timeout_and_frees_
         assert 2 <= waited < 10, waited  # the idle timeout, checked every second
         assert [row.rsplit(",", 1)[1] for row in export.decode().splitlines()[1:]] == \
                [f"ev-{i:04d}" for i in range(200)]
+        # One place is free; the other stalled reader may be cut a second later. Until it is, reading from it would
+        # let its export run on to the end: first a third reader holds the free place, and a download gets the
+        # other one only once both stalled readers are cut off.
+        holder = wait_for(lambda: export_taken(address), timeout=15)
+        wait_for(lambda: downloaded(address, "/events.csv"), timeout=15)
+        holder.close()
         for sock in stalled:  # cut off
             assert len(read_until_closed(sock)) < 200 * 60_000
             sock.close()
+
+
+def export_taken(address) -> socket.socket | None:
+    """A reader holding one of the two export places (it has its answer's first bytes), or None if both are taken."""
+    sock = export_socket(address)
+    if sock.recv(1024).startswith(b"HTTP/1.1 200 "):
+        return sock
+    sock.close()
+    return None
 
 
 def downloaded(address, path: str) -> bytes | None:
