@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tcsync.schema import SCHEMA_VERSION, UPGRADE_FROM_2, UPGRADE_FROM_4, schema_statements
+from tcsync.schema import SCHEMA_VERSION
 from tcsync.store import Store, StoreError, StoreUnreachable
 
 LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
@@ -85,15 +85,7 @@ class PostgresStore(Store):
             version = db.execute("SELECT MAX(version) FROM tcsync_schema").fetchone()[0] or 0
             if version > SCHEMA_VERSION:
                 raise StoreError(f"schema version {version} is newer than this program's")
-            if version == 2:  # PostgreSQL came with schema 2
-                db.execute(UPGRADE_FROM_2[self.dialect])
-            if 0 < version < 5:
-                for statement in UPGRADE_FROM_4[self.dialect]:
-                    db.execute(statement)
-            for statement in schema_statements(self.dialect):
-                db.execute(statement)
-            if 0 < version < 5:
-                self._fill_from_bodies(db)
+            self._upgrade(db, version)
             if version < SCHEMA_VERSION:
                 db.execute("DELETE FROM tcsync_schema")
                 db.execute("INSERT INTO tcsync_schema (version) VALUES (%s)", (SCHEMA_VERSION,))

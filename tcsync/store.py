@@ -185,27 +185,32 @@ class Store:
             raise sqlite3.DatabaseError(f"schema version {version} is newer than this program's")
         db.execute("BEGIN IMMEDIATE")
         try:
-            if version == 1:
-                for statement in UPGRADE_FROM_1:
-                    db.execute(statement)
-                rows = db.execute("SELECT event_id, target, timestamp, received_at FROM events").fetchall()
-                db.executemany("UPDATE events SET device = ?, event_time = ? WHERE event_id = ?",
-                               [(device_of(target), event_time_of(timestamp, received_at), event_id)
-                                for event_id, target, timestamp, received_at in rows])
-            if version in (1, 2):
-                db.execute(UPGRADE_FROM_2[self.dialect])
-            if 0 < version < 5:
-                for statement in UPGRADE_FROM_4[self.dialect]:
-                    db.execute(statement)
-            for statement in schema_statements(self.dialect):
-                db.execute(statement)
-            if 0 < version < 5:
-                self._fill_from_bodies(db)
+            self._upgrade(db, version)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _upgrade(self, db, version: int) -> None:
+        """The steps from schema `version` (0: a new database) to SCHEMA_VERSION, in the caller's transaction; the
+        same on both databases (PostgreSQL came with schema 2)."""
+        if version == 1:
+            for statement in UPGRADE_FROM_1:
+                self._run(db, statement, ())
+            rows, _ = self._run(db, "SELECT event_id, target, timestamp, received_at FROM events", ())
+            self._run_many(db, "UPDATE events SET device = ?, event_time = ? WHERE event_id = ?",
+                           [(device_of(target), event_time_of(timestamp, received_at), event_id)
+                            for event_id, target, timestamp, received_at in rows])
+        if version in (1, 2):
+            self._run(db, UPGRADE_FROM_2[self.dialect], ())
+        if 0 < version < 5:
+            for statement in UPGRADE_FROM_4[self.dialect]:
+                self._run(db, statement, ())
+        for statement in schema_statements(self.dialect):
+            self._run(db, statement, ())
+        if 0 < version < 5:
+            self._fill_from_bodies(db)
 
     def _fill_from_bodies(self, db) -> None:
         """Upgrading from schema 4 or before: each kept event's name and readings, from its body, BACKFILL_BATCH at
