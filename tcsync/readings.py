@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -80,6 +81,24 @@ def readings_of(event_type: str, data: Any) -> list[tuple[str, Any, str | None]]
             return []
         readings.append((kind, value, unit))
     return readings
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """What is read of a delivery once, when it arrives, for the store, the alerts and the log line."""
+
+    event: dict
+    labels: dict
+    device: str | None
+    event_time: float
+    readings: list[tuple[str, Any, str | None]]
+
+
+def delivery_of(event: dict, labels: dict, received_at: float) -> Delivery:
+    """A delivery's event (with eventId and eventType) and labels, read: its device, its own time, its readings."""
+    when = event_time_of(event.get("timestamp"), received_at)
+    return Delivery(event, labels, device_of(event.get("targetName")), when,
+                    readings_of(event["eventType"], event.get("data")))
 
 
 def reading_json(event_type: str, data: Any) -> dict | list | None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tcsync.readings import event_time_of
+from tcsync.readings import Delivery, delivery_of
 
 
 def secret_matches(given: str, expected: str) -> bool:
@@ -211,13 +211,13 @@ def _read_json(body: bytes) -> Any:
 
 def parse_event(body: bytes, received_at: float) -> dict:
     """The delivery's event object, checked for the fields we keep; raises Rejected."""
-    return parse_delivery(body, received_at)[0]
+    return parse_delivery(body, received_at).event
 
 
-def parse_delivery(body: bytes, received_at: float) -> tuple[dict, dict]:
-    """(the event, its labels: {} unless an object), the event checked for the fields we keep; raises Rejected.
+def parse_delivery(body: bytes, received_at: float) -> Delivery:
+    """The delivery, its event checked for the fields we keep (its labels: {} unless an object); raises Rejected.
     Only what every page and answer can show again is admitted: see the checks table in docs/data-connector.md.
-    The body is parsed here once: the store and the alerts take what they need from these."""
+    The body is parsed and read here once: the store, the alerts and the log line take what they need."""
     document = _read_json(body)
     event = document.get("event") if isinstance(document, dict) else None
     if not isinstance(event, dict) or not isinstance(event.get("eventId"), str) or not event["eventId"] \
@@ -229,9 +229,9 @@ def parse_delivery(body: bytes, received_at: float) -> tuple[dict, dict]:
     for key in ("eventId", "eventType", "targetName"):
         if len(event.get(key) or "") > MAX_ID_CHARS:
             raise Rejected(400, "too_long", f"event.{key} is longer than {MAX_ID_CHARS} characters")
-    event_time = event_time_of(event.get("timestamp"), received_at)
-    if not EARLIEST_EVENT_TIME <= event_time <= received_at + MAX_EVENT_AHEAD_SECS:
+    labels = document.get("labels")
+    delivery = delivery_of(event, labels if isinstance(labels, dict) else {}, received_at)
+    if not EARLIEST_EVENT_TIME <= delivery.event_time <= received_at + MAX_EVENT_AHEAD_SECS:
         raise Rejected(400, "bad_time", "event.timestamp must be from 2000-01-01 to a day after the event arrives,"
                                         f" got {str(event.get('timestamp'))[:40]!r}")
-    labels = document.get("labels")
-    return event, labels if isinstance(labels, dict) else {}
+    return delivery

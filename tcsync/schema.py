@@ -7,7 +7,7 @@ import functools
 import math
 from typing import Any
 
-from tcsync.readings import READINGS, document_of, readings_of
+from tcsync.readings import READINGS, document_of
 
 # 3: readings as numbers (a table); 4: alerts and announcements (tables only); 5: readings in the events row (one
 # insert a delivery, as before 3: the table's second insert cost 8 % of POST / throughput).
@@ -101,11 +101,10 @@ MAX_STATE_CHARS = 200  # a state is part of an index entry, which PostgreSQL ref
 NO_READING = (None, None, None)
 
 
-def reading_columns(event_type: str, data: Any) -> tuple[float | None, float | None, str | None]:
-    """(value, value2, state) of an event. NO_READING for data whose number no float holds (kept before the receiver
-    refused such numbers) or whose state is longer than MAX_STATE_CHARS: listed, not read."""
+def reading_columns(readings: list[tuple[str, Any, str | None]]) -> tuple[float | None, float | None, str | None]:
+    """(value, value2, state) of an event's readings (readings.readings_of). NO_READING for a number no float holds
+    (kept before the receiver refused such numbers) or a state longer than MAX_STATE_CHARS: listed, not read."""
     try:
-        readings = readings_of(event_type, data)
         numbers = [None if isinstance(value, str) else float(value) for _, value, _ in readings]
     except (ArithmeticError, TypeError, ValueError):
         return NO_READING

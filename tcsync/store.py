@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tcsync.readings import device_of, document_of, event_json, event_time_of, iso
+from tcsync.readings import Delivery, delivery_of, device_of, document_of, event_json, event_time_of, iso, readings_of
 from tcsync.schema import (
     BACKFILL_BATCH, SCHEMA_VERSION, UPGRADE_FROM_1, UPGRADE_FROM_2, UPGRADE_FROM_4, data_and_name, reading_columns,
     readings_from_columns, schema_statements, sources_of,
@@ -221,7 +221,7 @@ class Store:
             filled = []
             for event_id, event_type, body in rows:
                 data, name = data_and_name(bytes(body))
-                filled.append((name, *reading_columns(event_type, data), event_id))
+                filled.append((name, *reading_columns(readings_of(event_type, data)), event_id))
             self._run_many(db, "UPDATE events SET name = ?, value = ?, value2 = ?, state = ? WHERE event_id = ?",
                            filled)
             after = rows[-1][0]
@@ -397,15 +397,16 @@ class Store:
         return finished_at
 
     # events
-    def add_event(self, event: dict, received_at: float, body: bytes, labels: dict | None = None) -> bool:
-        """Keep a delivery and its readings; True if this eventId was already kept (then only its counter moves).
-        labels: the body's, as the receiver parsed them (else read from the body again)."""
-        event_id, event_type, target, timestamp = event["eventId"], event["eventType"], event.get("targetName"), \
-            event.get("timestamp")
-        device, event_time = device_of(target), event_time_of(timestamp, received_at)
-        name = data_and_name(body)[1] if labels is None else labels.get("name")
-        row = (event_id, event_type, target, timestamp, received_at, body, device, event_time,
-               name if isinstance(name, str) else None, *reading_columns(event_type, event.get("data")))
+    def add_event(self, event: dict, received_at: float, body: bytes) -> bool:
+        """add_delivery for an event taken from body (tools and tests: the receiver has read its delivery)."""
+        return self.add_delivery(delivery_of(event, {"name": data_and_name(body)[1]}, received_at), received_at, body)
+
+    def add_delivery(self, delivery: Delivery, received_at: float, body: bytes) -> bool:
+        """Keep a delivery and its readings; True if this eventId was already kept (then only its counter moves)."""
+        event, name = delivery.event, delivery.labels.get("name")
+        row = (event["eventId"], event["eventType"], event.get("targetName"), event.get("timestamp"), received_at,
+               body, delivery.device, delivery.event_time, name if isinstance(name, str) else None,
+               *reading_columns(delivery.readings))
         duplicate = self._write(None, row)
         if not duplicate:
             self._summary = None

@@ -26,7 +26,7 @@ from tcsync.log import Log
 from tcsync.page import (
     DAY_SECS, PAGE_DATA_SECS, PageData, PageView, ProblemsView, gather_page_data, render_problems, render_status,
 )
-from tcsync.readings import device_of, iso, readings_of
+from tcsync.readings import Delivery, iso
 from tcsync.receiver import Rejected, parse_delivery, secret_matches, verify_delivery
 from tcsync.request import (
     HTTPError, Request, Response, check_params, json_response, limit_param, sync_options, text_response,
@@ -426,9 +426,10 @@ class App:
             raise Rejected(400, "signature_too_long", "X-Dt-Signature is too long")
         verify_delivery(body, token, self.settings.dt_secrets, self.verify_clock)
         now = self.clock()
-        event, labels = parse_delivery(body, now)
+        delivery = parse_delivery(body, now)
+        event = delivery.event
         try:
-            duplicate = self.store.add_event(event, now, body, labels)
+            duplicate = self.store.add_delivery(delivery, now, body)
         except QueryRefused as e:  # a retry would be refused again: parse_event's checks should have caught it
             self.log("error", event="delivery.refused", error=str(e)[:200])
             raise Rejected(400, "unstorable", "the database refused this event's values") from None
@@ -442,20 +443,21 @@ class App:
             except StoreError as e:  # the delivery is kept: still a 200
                 self.log("error", event="events.prune_failed", error=str(e)[:200])
         response = json_response(200, {"ok": True, "duplicate": duplicate, "event_id": event["eventId"]})
-        readings = readings_of(event["eventType"], event.get("data"))
-        self._judge_delivery(event, readings, labels)
+        readings = delivery.readings
+        self._judge_delivery(delivery)
         response.log_fields = " " + self.log.fields(
             delivery=event["eventId"], type=event["eventType"], target=event.get("targetName"),
-            device=device_of(event.get("targetName")), duplicate=duplicate,
+            device=delivery.device, duplicate=duplicate,
             reading=",".join(str(value) for _, value, _ in readings) or None,
             unit=",".join(unit or "" for _, _, unit in readings) if any(u for _, _, u in readings) else None)
         return response
 
 
-    def _judge_delivery(self, event: dict, readings: list, labels: dict) -> None:
+    def _judge_delivery(self, delivery: Delivery) -> None:
         """Let the alerts judge the delivery's device; it is stored already, so a failing check is only logged."""
         try:
-            self.alerts.after_delivery(device_of(event.get("targetName")), labels, readings, event["eventType"])
+            self.alerts.after_delivery(delivery.device, delivery.labels, delivery.readings,
+                                       delivery.event["eventType"])
         except StoreError as e:
             self.log("error", event="alert.check_failed", error=str(e)[:200])
 

@@ -253,7 +253,7 @@ def test_only_sha1_or_only_sha256_present_is_enough(app):
 
 
 class FailingStore(Store):
-    def add_event(self, *args):
+    def add_delivery(self, *args):  # what the receiver calls
         raise StoreError("disk I/O error")
 
 
