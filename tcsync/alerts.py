@@ -317,7 +317,7 @@ class AlertWatch:
         self.send_pending()
 
     def _judge_device(self, device: str, now: float, sensor: dict | None = None) -> None:
-        sensor = sensor or next((s for s in self.store.sensors(now) if s["device"] == device), None)
+        sensor = sensor or next(iter(self.store.sensors(now, device)), None)
         if sensor is None:
             return
         name = sensor["name"] or device

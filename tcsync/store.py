@@ -460,33 +460,34 @@ class Store:
         more = (keys[taken - 1][0], keys[taken - 1][1]) if len(keys) > taken else None
         return [by_id[event_id] for event_id in chosen if event_id in by_id], more  # a pruned one is gone
 
-    def sensors(self, now: float) -> list[dict]:
-        """One entry per device: its names, when it was last heard, and its newest reading of each kind; events
-        timed more than FUTURE_SLACK_SECS after now are not counted."""
+    def sensors(self, now: float, device: str | None = None) -> list[dict]:
+        """One entry per device (or for the one device given): its names, when it was last heard, and its newest
+        reading of each kind; events timed more than FUTURE_SLACK_SECS after now are not counted."""
         until = now + FUTURE_SLACK_SECS
-        newest, _ = self._query(
-            "SELECT e.device, e.target, e.name, e.event_time FROM events e JOIN"
-            " (SELECT device, event_type, MAX(event_time) AS newest FROM events"
-            "  WHERE device IS NOT NULL AND event_time <= ? GROUP BY device, event_type) m"
-            " ON e.device = m.device AND e.event_type = m.event_type AND e.event_time = m.newest"
-            " ORDER BY e.device, e.event_time, e.event_id", (until,), "read")
-        readings, _ = self._query(  # the same, of the events that hold a reading
-            "SELECT e.device, e.event_type, e.value, e.value2, e.state, e.event_time FROM events e JOIN"
-            " (SELECT device, event_type, MAX(event_time) AS newest FROM events"
-            "  WHERE device IS NOT NULL AND event_time <= ? AND (value IS NOT NULL OR state IS NOT NULL)"
-            "  GROUP BY device, event_type) m"
-            " ON e.device = m.device AND e.event_type = m.event_type AND e.event_time = m.newest"
-            " AND (e.value IS NOT NULL OR e.state IS NOT NULL)"
-            " ORDER BY e.device, e.event_time, e.event_id", (until,), "read")
         sensors: dict[str, dict] = {}
-        for device, target, name, event_time in newest:  # oldest first: newer ones overwrite
-            sensors[device] = {"device": device, "target": target, "name": name, "last_event_at": iso(event_time),
-                               "readings": {}}
-        for device, event_type, value, value2, state, event_time in readings:  # oldest first: a newer one wins
+        for device_id, _, target, name, *_, event_time in self._newest_of_each_type(until, device, False):
+            sensors[device_id] = {"device": device_id, "target": target, "name": name,
+                                  "last_event_at": iso(event_time), "readings": {}}  # oldest first: a newer one wins
+        for device_id, event_type, _, _, value, value2, state, event_time in self._newest_of_each_type(
+                until, device, True):  # oldest first: a newer one wins
             for kind, stored, unit in readings_from_columns(event_type, value, value2, state):
-                if device in sensors:  # else it arrived between the two reads
-                    sensors[device]["readings"][kind] = {"value": stored, "unit": unit, "at": iso(event_time)}
+                if device_id in sensors:  # else it arrived between the two reads
+                    sensors[device_id]["readings"][kind] = {"value": stored, "unit": unit, "at": iso(event_time)}
         return list(sensors.values())
+
+    def _newest_of_each_type(self, until: float, device: str | None, with_reading: bool) -> list[tuple]:
+        """(device, event_type, target, name, value, value2, state, event_time) of each device's newest event of
+        each type up to a time (with_reading: of those that hold a reading), oldest first."""
+        one = " AND device = ?" if device is not None else ""
+        reading = " AND ({e}value IS NOT NULL OR {e}state IS NOT NULL)" if with_reading else ""
+        inner, outer = reading.format(e=""), reading.format(e="e.")
+        rows, _ = self._query(
+            "SELECT e.device, e.event_type, e.target, e.name, e.value, e.value2, e.state, e.event_time FROM events e"
+            " JOIN (SELECT device, event_type, MAX(event_time) AS newest FROM events"
+            f"  WHERE device IS NOT NULL AND event_time <= ?{one}{inner} GROUP BY device, event_type) m"
+            f" ON e.device = m.device AND e.event_type = m.event_type AND e.event_time = m.newest{outer}"
+            " ORDER BY e.device, e.event_time, e.event_id", (until, device) if one else (until,), "read")
+        return rows
 
     def series(self, device: str, kind: str, since: float, now: float) -> list[tuple[float, float]]:
         """(event time, value) of one numeric kind of one device from a time until now (and FUTURE_SLACK_SECS),
