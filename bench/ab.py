@@ -1,4 +1,5 @@
-"""Two or more builds or settings of the service side by side: GET / and unique signed POST / under wrk.
+"""Two or more builds or settings of the service side by side under wrk: GET /, unique signed POST /, and signed
+POST / of which 75 % repeat an eventId (as bench/run's "75% dup").
 
     python bench/ab.py NAME=TREE[,VAR=VALUE...] NAME=TREE[,VAR=VALUE...] ...
 
@@ -7,10 +8,12 @@ holding 1000 runs, plus the given environment. In each round every variant runs 
 round), so ratios compare neighbours in time; the ratio of a variant is the median of its per-round ratios to the
 first variant. Examples: the code before and after a change (`before=/tmp/old-tree after=.`), select() against
 poll() (`select=.,WAITRESS_CONNECTION_LIMIT=300 poll=.,WAITRESS_CONNECTION_LIMIT=500`).
-Settings (environment): BENCH_ROUNDS (5), BENCH_SECS (5 s per wrk run). Prints a table; writes bench/ab.json.
+Settings (environment): BENCH_ROUNDS (5), BENCH_SECS (5 s per wrk run), BENCH_METRICS (get,post_unique,post_dup).
+Prints a table; writes bench/ab.json.
 """
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -22,7 +25,8 @@ from pathlib import Path
 import bench
 from bench import BENCH, DT_SECRET, ROUNDS, SECS, SERVICE_SECRET, base_env, free_port, stop, wait_200, wrk
 
-METRICS = ("get", "post_unique")
+METRICS = tuple(os.environ.get("BENCH_METRICS", "get,post_unique,post_dup").split(","))
+LABELS = {"get": "GET /", "post_unique": "unique signed POST /", "post_dup": "75 % duplicate POST /"}
 
 
 def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
@@ -63,9 +67,9 @@ def measure(variants: list[tuple[str, Path, dict[str, str]]], work: Path) -> dic
             for metric in METRICS:
                 for name in order:
                     bodies = None
-                    if metric == "post_unique":
+                    if metric.startswith("post"):
                         bodies = work / f"{name}{r}.txt"
-                        bench.write_deliveries(bodies, 40000, False, f"{name}{r}")
+                        bench.write_deliveries(bodies, 40000, metric == "post_dup", f"{metric}{name}{r}")
                     result = wrk(servers[name][1], SECS, bodies=bodies)
                     results[metric][name].append(result)
                     print(f"round {r + 1}/{ROUNDS} {metric:11} {name:10} {result['rps']:8.0f} req/s"
@@ -104,7 +108,8 @@ def main(argv: list[str]) -> int:
     (BENCH / "ab.json").write_text(json.dumps(output, indent=1) + "\n")
     print(f"\n| median of {ROUNDS} rounds | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
-    for metric, label in (("get", "GET /"), ("post_unique", "unique signed POST /")):
+    for metric in METRICS:
+        label = LABELS[metric]
         print(f"| {label} req/s | " + " | ".join(str(summary[metric][n]["rps"]) for n in names) + " |")
         print(f"| {label} x {names[0]} | " + " | ".join(f"{summary[metric][n][f'vs_{names[0]}']:.2f}"
                                                       for n in names) + " |")
