@@ -4,9 +4,14 @@ Each condition is judged from what the store holds, by the events' own times in 
 readings decide, so a late redelivery of an old reading neither opens nor closes what newer readings contradict.
 An alert is a row with a start and an end; each start and end queues one Nightscout announcement (a treatment with
 eventType Announcement and isAnnouncement, which Nightscout pushes through its Pushover setting) in the store's
-outbox, sent by the watch's thread once, with the same identifier and created_at on every try: Nightscout upserts
-on identifier, so a re-send after a lost answer shows once. Identifiers come from what the alert is (kind, device,
-when it began), so two processes on one database open, close and announce each alert once between them.
+outbox, sent by the watch's sender thread, with the same identifier and created_at on every try. How Nightscout
+replaces a treatment sent again depends on its version (lib/server/treatments.js): up to 15.0.6, by created_at
+and eventType, whatever the identifier; from 15.0.7, by identifier first. So each announcement gets a created_at,
+to the millisecond, that no other of ours holds (a unique index): on either rule a re-send after a lost answer
+replaces only itself, and two announcements of one moment (two alerts ending at one reading) both stay.
+Identifiers come from what the alert is (kind, device, when it began), so two processes on one database open,
+close and announce each alert once between them. Judging and sending are separate threads: a Nightscout that
+answers slowly holds only the sender, and each call ends by its deadline (outbound.py).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
 import threading
@@ -22,6 +28,7 @@ import zoneinfo
 from collections.abc import Callable
 
 from tcsync.log import Log
+from tcsync.outbound import NightscoutProblem, Redirected
 from tcsync.readings import iso
 from tcsync.settings import Settings, parse_range
 from tcsync.store import Store, StoreError
@@ -178,6 +185,7 @@ class AlertBook:
     """The alert rows and the announcements waiting for Nightscout, through the store (both backends)."""
 
     CLAIM_SECS = 120  # a sender has this long to send what it claimed before another process may
+    MAX_SHIFTS = 1000  # announcements of one moment: each a millisecond after the one before
     KEEP_SECS = 30 * 86400
 
     def __init__(self, store: Store):
@@ -191,11 +199,12 @@ class AlertBook:
         """Open alerts and those ended since a time, newest first, each with what became of its announcements."""
         rows = self.store.read(
             f"SELECT {', '.join('a.' + c for c in ALERT_COLUMNS.split(', '))},"
-            " s.sent_at, s.dropped, s.identifier, e.sent_at, e.dropped, e.identifier FROM alerts a"
+            " s.sent_at, s.dropped, s.last_error, s.identifier, e.sent_at, e.dropped, e.last_error, e.identifier"
+            " FROM alerts a"
             " LEFT JOIN announcements s ON s.identifier = a.identifier || '-start'"
             " LEFT JOIN announcements e ON e.identifier = a.identifier || '-end'"
             " WHERE a.ended_at IS NULL OR a.ended_at >= ? ORDER BY a.started_at DESC LIMIT 100", (since,))
-        return [(_alert(row), _fate(*row[11:14]), _fate(*row[14:17]) if row[9] is not None else None)
+        return [(_alert(row), _fate(*row[11:15]), _fate(*row[15:19]) if row[9] is not None else None)
                 for row in rows]
 
     def open(self, alert: Alert, notes: str | None) -> bool:
@@ -216,8 +225,21 @@ class AlertBook:
         return changed > 0
 
     def _queue(self, identifier: str, created_at: float, notes: str) -> None:
-        self.store.write("INSERT INTO announcements (identifier, created_at, notes) VALUES (?, ?, ?)"
-                         " ON CONFLICT (identifier) DO NOTHING", (identifier, created_at, notes))
+        """Queue an announcement once, at the first whole millisecond from created_at that no other holds."""
+        at_ms = round(created_at * 1000)
+        for _ in range(self.MAX_SHIFTS):
+            if self.store.read("SELECT 1 FROM announcements WHERE identifier = ?", (identifier,)):
+                return  # queued before (by this process or another)
+            taken = {round(at * 1000) for (at,) in self.store.read(
+                "SELECT created_at FROM announcements WHERE created_at >= ? AND created_at < ?",
+                (at_ms / 1000, (at_ms + self.MAX_SHIFTS) / 1000))}
+            at_ms = next(ms for ms in itertools.count(at_ms) if ms not in taken)
+            rows, _ = self.store.write(  # no target: a taken identifier or a taken moment, either way nothing
+                "INSERT INTO announcements (identifier, created_at, notes) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING identifier", (identifier, at_ms / 1000, notes))
+            if rows:
+                return
+        raise StoreError(f"no free moment for announcement {identifier}")  # other processes took each one
 
     def claim(self, now: float, limit: int = 20) -> list[tuple[str, float, str]]:
         """(identifier, created_at, notes) of announcements to send now, oldest first, claimed for CLAIM_SECS so
@@ -232,8 +254,9 @@ class AlertBook:
     def sent(self, identifier: str, now: float) -> None:
         self.store.write("UPDATE announcements SET sent_at = ? WHERE identifier = ?", (now, identifier))
 
-    def retry_after(self, identifier: str, at: float) -> None:
-        self.store.write("UPDATE announcements SET claimed_until = ? WHERE identifier = ?", (at, identifier))
+    def retry_after(self, identifier: str, at: float, error: str | None = None) -> None:
+        self.store.write("UPDATE announcements SET claimed_until = ?, last_error = COALESCE(?, last_error)"
+                         " WHERE identifier = ?", (at, error and error[:300], identifier))
 
     def drop(self, identifier: str, reason: str) -> None:
         self.store.write("UPDATE announcements SET dropped = ? WHERE identifier = ?", (reason[:300], identifier))
@@ -243,13 +266,15 @@ class AlertBook:
         self.store.write("DELETE FROM announcements WHERE created_at < ?", (now - self.KEEP_SECS,))
 
 
-def _fate(sent_at: float | None, dropped: str | None, identifier: str | None) -> str:
+def _fate(sent_at: float | None, dropped: str | None, last_error: str | None, identifier: str | None) -> str:
     """What became of one announcement, in words for the page."""
     if identifier is None:
         return "not announced"
     if sent_at is not None:
         return "announced"
-    return f"refused by Nightscout: {dropped}" if dropped else "waiting for Nightscout"
+    if dropped:
+        return f"refused by Nightscout: {dropped}"
+    return f"waiting for Nightscout: {last_error}" if last_error else "waiting for Nightscout"
 
 
 # -- the watch: judging, after each delivery and once a minute, and sending
@@ -258,6 +283,8 @@ class AlertWatch:
     """Keeps the alert rows true to the store's readings and runs, and sends their announcements."""
 
     CHECK_SECS = 60  # the minute check: silences, failing syncs, and what other processes received
+    RETRY_SECS = 30  # an announcement that could not go is tried again this much later
+    PROBE_SECS = 3600  # the site's version is asked again this often
     PRUNE_SECS = 3600
 
     def __init__(self, settings: Settings, store: Store, syncer: Syncer, log: Log,
@@ -272,7 +299,6 @@ class AlertWatch:
         self._judging = threading.Lock()  # one judge at a time in this process
         self._wake = threading.Event()
         self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
         self._pruned_at = 0.0
         try:
             self._reload()
@@ -304,7 +330,12 @@ class AlertWatch:
             self._wake.set()
 
     def check(self) -> None:
-        """Judge every device and the syncs, then send what waits (the minute check; tests call it directly)."""
+        """Judge every device and the syncs, then send what waits (as the two threads do; tests call it directly)."""
+        self.judge()
+        self.send_pending()
+
+    def judge(self) -> None:
+        """Judge every device and the syncs (the minute check)."""
         with self._judging:
             now = self.clock()
             self._reload()
@@ -314,7 +345,6 @@ class AlertWatch:
             if now - self._pruned_at > self.PRUNE_SECS:
                 self.book.prune(now)
                 self._pruned_at = now
-        self.send_pending()
 
     def _judge_device(self, device: str, now: float, sensor: dict | None = None) -> None:
         sensor = sensor or next(iter(self.store.sensors(now, device)), None)
@@ -388,47 +418,63 @@ class AlertWatch:
 
     # sending
     def send_pending(self) -> int:
-        """Send the announcements that wait, through tconnectsync's Nightscout client; how many went out."""
+        """Send the announcements that wait, oldest first; how many Nightscout stored. After a failure that is not
+        the announcement's own (Nightscout down, slow, or a setting wrong) the rest wait for the next round."""
         if not self.announces:
             return 0
         sent = 0
-        for identifier, created_at, notes in self.book.claim(self.clock()):
+        claimed = self.book.claim(self.clock())
+        for position, (identifier, created_at, notes) in enumerate(claimed):
             treatment = {"eventType": "Announcement", "isAnnouncement": True, "notes": notes,
                          "enteredBy": ENTERED_BY, "created_at": iso(created_at, "milliseconds"),
                          "identifier": identifier}
             try:
                 self.syncer.upload_treatment(treatment)
-            except Exception as e:  # whatever the client raised: keep it for later, or drop it if refused for good
-                self._failed(identifier, e)
+            except Exception as e:  # whatever stopped it: drop it if refused for good, else keep it for later
+                if not self._failed(identifier, e):
+                    for later, _, _ in claimed[position + 1:]:
+                        self.book.retry_after(later, self.clock() + self.RETRY_SECS)
+                    break
                 continue
             self.book.sent(identifier, self.clock())
+            self.syncer.nightscout_said(problem=None)
             self.log(event="alert.announced", identifier=identifier)
             sent += 1
         return sent
 
-    def _failed(self, identifier: str, error: Exception) -> None:
-        status, reason = getattr(error, "status_code", None), self.syncer.describe(error)
-        if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+    def _failed(self, identifier: str, error: Exception) -> bool:
+        """Record a failed send; True if it was the announcement's own (dropped: the next one may go)."""
+        reason = self.syncer.describe(error, f"{self.syncer.ANNOUNCE_SECS:g} s")
+        if isinstance(error, NightscoutProblem) and error.final:
             self.book.drop(identifier, reason)
             self.log("error", event="alert.refused", identifier=identifier, error=reason)
-        else:  # Nightscout down or unreachable: the next minute's check tries again
-            self.log("warn", event="alert.not_sent", identifier=identifier, error=reason)
-            self.book.retry_after(identifier, self.clock() + self.CHECK_SECS / 2)
+            return True
+        settings = isinstance(error, Redirected) or getattr(error, "settings", False)
+        self.log("error" if settings else "warn", event="alert.not_sent", identifier=identifier, error=reason)
+        self.book.retry_after(identifier, self.clock() + self.RETRY_SECS, reason)
+        if settings:  # the page names the setting to fix, as Check login does
+            self.syncer.nightscout_said(problem=reason)
+        return False
 
-    # the thread
+    # the threads: one judges every minute, one sends (a slow Nightscout holds only the sender)
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="alert-watch", daemon=True)
-        self._thread.start()
+        for target, name in ((self._judge_loop, "alert-watch"), (self._send_loop, "alert-sender")):
+            threading.Thread(target=target, name=name, daemon=True).start()
 
-    def _loop(self) -> None:
-        next_check = 0.0
+    def _judge_loop(self) -> None:
         while not self._stopped.is_set():
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + self.CHECK_SECS
-                self._guarded(self.check)
-            else:  # woken by a delivery that queued an announcement: send it now, judge all at the minute
-                self._guarded(self.send_pending)
-            self._wake.wait(max(0.0, next_check - time.monotonic()))
+            self._guarded(self.judge)
+            self._wake.set()  # what the check queued goes out now
+            self._stopped.wait(self.CHECK_SECS)
+
+    def _send_loop(self) -> None:
+        next_probe = 0.0
+        while not self._stopped.is_set():
+            if self.announces and time.monotonic() >= next_probe:  # the site's version (or problem), for the page
+                next_probe = time.monotonic() + self.PROBE_SECS
+                self.syncer.probe_nightscout()
+            self._guarded(self.send_pending)
+            self._wake.wait(self.RETRY_SECS)  # woken by a delivery or a check that queued one
             self._wake.clear()
 
     def _guarded(self, work: Callable[[], object]) -> None:

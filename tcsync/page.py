@@ -25,6 +25,7 @@ from tcsync.markup import (
 from tcsync.readings import NUMERIC_KINDS, is_number
 from tcsync.settings import without_value
 from tcsync.store import SHARED_STATE_SECS, Store, StoreError
+from tcsync.outbound import upserts_on
 from tcsync.sync import CREDENTIALS_REFUSED, Run
 
 PAGE_DATA_SECS = SHARED_STATE_SECS  # how long the page reuses what it read from the store (see web.App.page_data)
@@ -191,6 +192,7 @@ class PageView:
     alert_history: list[tuple[Alert, str, str | None]] | None  # with the secret: 7 days, with their announcements
     drawn: PageData
     versions: str  # the libraries' versions, shown with the secret
+    nightscout: dict = dataclasses.field(default_factory=dict)  # Syncer.nightscout: its version, or a problem
 
 
 def why_failed(view: PageView) -> Markup:
@@ -253,12 +255,21 @@ def facts_html(view: PageView) -> Markup:
                                          when=time_html(view.current.started_at, now, tz))))
     if view.missing:
         rows.append(("Missing settings", ", ".join(view.missing)))
+    if view.authorized and (view.nightscout.get("problem") or view.nightscout.get("version")):
+        rows.append(("Nightscout", nightscout_words(view.nightscout)))
     check = next((run for run in view.recent_runs or () if run["trigger"] == "check"), None)
     if check and check["outcome"] != "running":  # the secret's view: what the Check login button found
         when = time_html(dt.datetime.fromisoformat(check["started_at"]).timestamp(), now, tz)
         rows.append(("Last login check", fill(SENTENCES["last_check"], outcome=check["outcome"], when=when,
                                               verdict=f": {check['error']}" if check["error"] else "")))
     return join(fill(PARTS["fact"], label=label, value=value) for label, value in rows)
+
+
+def nightscout_words(said: dict) -> str:
+    """What the site last told: the problem to fix, else its version and how it replaces a treatment sent again."""
+    if said.get("problem"):
+        return said["problem"]
+    return f"version {said['version']}: it replaces a treatment sent again by its {upserts_on(said['version'])}"
 
 
 def runs_html(view: PageView) -> Markup:

@@ -10,8 +10,9 @@ from typing import Any
 from tcsync.readings import READINGS, document_of
 
 # 3: readings as numbers (a table); 4: alerts and announcements (tables only); 5: readings in the events row (one
-# insert a delivery, as before 3: the table's second insert cost 8 % of POST / throughput).
-SCHEMA_VERSION = 5
+# insert a delivery, as before 3: the table's second insert cost 8 % of POST / throughput); 6: an announcement's
+# last error, and no two announcements at one created_at (Nightscout before 15.0.7 would keep only one of them).
+SCHEMA_VERSION = 6
 # The one schema; the column types that differ between SQLite and PostgreSQL, side by side.
 COLUMN_TYPES = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "time": "REAL", "number": "REAL", "bytes": "BLOB", "bigint": "INTEGER"},
@@ -65,10 +66,12 @@ CREATE TABLE IF NOT EXISTS announcements (
     claimed_until {time},
     sent_at {time},
     dropped TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_by_end ON alerts (ended_at);
 CREATE INDEX IF NOT EXISTS announcements_waiting ON announcements (sent_at, created_at);
+CREATE UNIQUE INDEX IF NOT EXISTS announcements_by_created_at ON announcements (created_at);
 CREATE INDEX IF NOT EXISTS runs_by_started_at ON runs (started_at);
 CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, event_id);
@@ -87,7 +90,21 @@ UPGRADE_FROM_4 = {dialect: (*(f"ALTER TABLE events ADD COLUMN{exists} {column} {
                             "DROP INDEX IF EXISTS events_by_device", "DROP TABLE IF EXISTS readings")
                   for dialect, exists, number in (("sqlite", "", "REAL"),
                                                   ("postgres", " IF NOT EXISTS", "DOUBLE PRECISION"))}
+# Schemas 4 and 5 had no last_error; their announcements' times are made unique (and whole milliseconds) before
+# the unique index is made.
+UPGRADE_FROM_5 = {"sqlite": "ALTER TABLE announcements ADD COLUMN last_error TEXT",
+                  "postgres": "ALTER TABLE announcements ADD COLUMN IF NOT EXISTS last_error TEXT"}
 BACKFILL_BATCH = 200  # events read per query while filling the readings of stored events: at most 13 MB of bodies
+
+
+def unique_milliseconds(times: list[float]) -> list[float]:
+    """The times, in order, each made a whole millisecond later than the one before if it is not already."""
+    spread, last_ms = [], None
+    for at in times:
+        ms = round(at * 1000)
+        last_ms = ms if last_ms is None or ms > last_ms else last_ms + 1
+        spread.append(last_ms / 1000)
+    return spread
 
 
 def schema_statements(dialect: str) -> list[str]:

@@ -20,8 +20,8 @@ from typing import Any
 
 from tcsync.readings import Delivery, delivery_of, device_of, document_of, event_json, event_time_of, iso, readings_of
 from tcsync.schema import (
-    BACKFILL_BATCH, SCHEMA_VERSION, UPGRADE_FROM_1, UPGRADE_FROM_2, UPGRADE_FROM_4, data_and_name, reading_columns,
-    readings_from_columns, schema_statements, sources_of,
+    BACKFILL_BATCH, SCHEMA_VERSION, UPGRADE_FROM_1, UPGRADE_FROM_2, UPGRADE_FROM_4, UPGRADE_FROM_5, data_and_name,
+    reading_columns, readings_from_columns, schema_statements, sources_of, unique_milliseconds,
 )
 from tcsync.settings import Settings
 
@@ -207,6 +207,12 @@ class Store:
         if 0 < version < 5:
             for statement in UPGRADE_FROM_4[self.dialect]:
                 self._run(db, statement, ())
+        if version in (4, 5):
+            self._run(db, UPGRADE_FROM_5[self.dialect], ())
+            rows, _ = self._run(db, "SELECT identifier, created_at FROM announcements ORDER BY created_at, identifier",
+                                ())
+            self._run_many(db, "UPDATE announcements SET created_at = ? WHERE identifier = ?",
+                           list(zip(unique_milliseconds([at for _, at in rows]), [i for i, _ in rows], strict=True)))
         for statement in schema_statements(self.dialect):
             self._run(db, statement, ())
         if 0 < version < 5:

@@ -14,11 +14,12 @@ import os
 import sys
 import threading
 import time
-import urllib.parse
 import zoneinfo
 from collections.abc import Callable
 
 from tcsync.log import Log
+from tcsync import outbound
+from tcsync.outbound import NightscoutProblem, Redirected, host_of
 from tcsync.readings import iso
 from tcsync.settings import Settings
 from tcsync.store import SHARED_STATE_SECS, Store, StoreError, run_json
@@ -88,33 +89,6 @@ class _ThreadStdout:
         return getattr(self.real, name)
 
 
-_io_deadline = threading.local()  # .at: monotonic time by which this thread's HTTP calls must end
-
-
-def _bound_requests_io(requests) -> None:
-    """Give every HTTP call made by a sync thread the time left before the run's deadline.
-
-    requests has no default timeout and tconnectsync passes none; all its calls (plain
-    requests.get, Sessions, OAuth sessions) end in HTTPAdapter.send, so the bound goes there,
-    and only for threads that set a deadline.
-    """
-    original = requests.adapters.HTTPAdapter.send
-    if getattr(original, "bounded_by_tcsync", False):
-        return
-
-    def send(self, request, **kwargs):
-        deadline = getattr(_io_deadline, "at", None)
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise requests.exceptions.Timeout("the sync's time ran out", request=request)
-            kwargs["timeout"] = left
-        return original(self, request, **kwargs)
-
-    send.bounded_by_tcsync = True
-    requests.adapters.HTTPAdapter.send = send
-
-
 BUSY = "a sync is already running"
 CREDENTIALS_REFUSED = ("Tandem Source refused the credentials (HTTP 401): check TCONNECT_EMAIL, TCONNECT_PASSWORD and "
                        "TCONNECT_REGION")  # a wrong region gets the same 401
@@ -125,24 +99,22 @@ PAUSED = "paused until"  # how the reason a paused sync did not start begins
 PAUSE_HOLDS = ("timer", "run")
 
 
-def host_of(url: str) -> str:
-    """host[:port] of a URL, without the user:password@ it may carry."""
-    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2]
+SIDES = ("Tandem Source", "Nightscout")
 
 
-def check_verdict(output: str) -> str:
-    """What tconnectsync's login check found wrong, in one line: each side's exception, as its output ends it
-    ('Tandem Source: ApiException: Error sending POST to login_api_url: ... (HTTP 401)')."""
+def check_verdict(output: str, sides: tuple[str, ...] = SIDES) -> str:
+    """What tconnectsync's login check found wrong on these sides, in one line ("" if nothing): each side's
+    exception, as its output ends it ('Tandem Source: ApiException: Error sending POST to login_api_url: ...')."""
     found = []
     for side, marker in (("Tandem Source", "Error occurred querying Tandem Source:"),
                          ("Nightscout", "Error occurred querying Nightscout API:")):
-        if marker not in output:
+        if side not in sides or marker not in output:
             continue
         traceback = output.partition(marker)[2].partition("\n-----")[0]  # its last unindented line: the exception
         lines = [line for line in traceback.splitlines() if line.strip() and not line.startswith(" ")]
         name, colon, message = (lines[-1] if lines else "an error").partition(": ")
         found.append(f"{side}: {name.rpartition('.')[2]}{colon}{message}")
-    return "; ".join(found) or "see its output"
+    return "; ".join(found)
 
 
 class Syncer:
@@ -169,6 +141,7 @@ class Syncer:
         self._tc = None  # the tconnectsync namespace, once imported
         self._clients = None  # (TConnectApi, NightscoutApi), created once
         self._clients_lock = threading.Lock()  # tconnectsync's import and the clients: set up once, by one thread
+        self.nightscout: dict = {"version": None, "problem": None}  # what the site last said (probe_nightscout)
 
     # starting and waiting
     def start(self, trigger: str, kind: str = "sync", days: int = 1, pretend: bool = False,
@@ -238,10 +211,10 @@ class Syncer:
     def _execute(self, run: Run, work: Callable, args: tuple) -> None:
         thread_id = threading.get_ident()
         self._captures.by_thread[thread_id] = run.log
-        _io_deadline.at = time.monotonic() + self.settings.sync_timeout_secs
         t0 = time.perf_counter()
         try:
-            work(*args)
+            with outbound.deadline(self.settings.sync_timeout_secs):  # every call to Tandem and Nightscout, together
+                work(*args)
             run.outcome = run.outcome if run.outcome != "running" else "ok"
         except BaseException as e:  # a run ends as failed, whatever tconnectsync raised
             run.outcome, run.error = "failed", self.describe(e)
@@ -249,7 +222,6 @@ class Syncer:
                 self.paused_until = self.clock() + CREDENTIALS_PAUSE_SECS
                 self.log("warn", event="timer.paused", until=iso(self.paused_until), reason=run.error)
         finally:
-            _io_deadline.at = None
             self._captures.by_thread.pop(thread_id, None)
             run.finished_at = self.clock()
             self.consecutive_failures = 0 if run.outcome == "ok" else self.consecutive_failures + 1
@@ -302,8 +274,13 @@ class Syncer:
                 except OSError:
                     pass
         output = "".join(run.log)
-        if "No API errors returned!" not in output:
-            run.outcome, run.error = "failed", f"the login check found errors: {check_verdict(output)}"[:500]
+        run.log.append(self.probe_nightscout() + "\n")  # its version, or the problem, in our own words
+        ns_problem = self.nightscout["problem"]
+        if "No API errors returned!" not in output or ns_problem:
+            found = [check_verdict(output, ("Tandem Source",) if ns_problem else SIDES),
+                     f"Nightscout: {ns_problem}" if ns_problem else ""]
+            verdict = "; ".join(part for part in found if part) or "see its output"
+            run.outcome, run.error = "failed", f"the login check found errors: {verdict}"[:500]
 
     def _tconnectsync(self):
         """Import tconnectsync once, after our own checks, and bound its HTTP calls (a run and the alert watch may
@@ -318,7 +295,9 @@ class Syncer:
         s = self.settings
         tc.secret.TCONNECT_EMAIL, tc.secret.TCONNECT_PASSWORD = s.tconnect_email, s.tconnect_password
         tc.secret.NS_URL, tc.secret.NS_SECRET = s.ns_url, s.ns_secret
-        _bound_requests_io(tc.requests)
+        import urllib3.connection  # what requests sends through (tconnectsync's dependency, as requests is)
+
+        outbound.guard_requests(tc.requests, urllib3.connection)
         logger = logging.getLogger("tconnectsync")
         logger.setLevel(logging.INFO)  # DEBUG would log tokens
         logger.propagate = False
@@ -366,27 +345,49 @@ class Syncer:
                                  tc.NightscoutApi(s.ns_url, s.ns_secret))
         return self._clients
 
-    def upload_treatment(self, treatment: dict, timeout_secs: float = 20.0) -> None:
-        """POST one treatment to Nightscout through tconnectsync's client (the syncs' URL, secret and TLS handling),
-        within timeout_secs; raises what the client raises (its ApiException carries Nightscout's status)."""
-        self._tconnectsync()
-        _, nightscout = self._get_clients()
-        _io_deadline.at = time.monotonic() + timeout_secs
-        try:
-            nightscout.upload_entry(treatment, "treatments")
-        finally:
-            _io_deadline.at = None
+    ANNOUNCE_SECS = 20.0  # an announcement's call, all of it: the alert watch's sender waits no longer
+    VERSION_SECS = 10.0
 
-    def describe(self, error: BaseException) -> str:
-        """One redacted line saying what failed and where."""
+    def upload_treatment(self, treatment: dict) -> None:
+        """POST one treatment to Nightscout (NS_URL, NS_SECRET) within ANNOUNCE_SECS; returns once Nightscout answered
+        with it stored, else raises (outbound.post_treatment)."""
+        requests = self._tconnectsync().requests  # guarded: no redirect followed, one deadline for the whole call
+        outbound.post_treatment(requests, self.settings.ns_url, self.settings.ns_secret, treatment, self.ANNOUNCE_SECS)
+
+    def probe_nightscout(self) -> str:
+        """Ask the site its version (status.json) and keep the answer, or the problem, for the page; one line."""
+        try:
+            version = outbound.nightscout_version(self._tconnectsync().requests, self.settings.ns_url,
+                                                  self.settings.ns_secret, self.VERSION_SECS)
+        except Exception as e:  # whatever stopped it: the page and Check login say it
+            self.nightscout_said(problem=self.describe(e, f"{self.VERSION_SECS:g} s"))
+            return f"Nightscout: {self.nightscout['problem']}"
+        self.nightscout_said(version=version, problem=None)
+        return (f"Nightscout {version} at {host_of(self.settings.ns_url)}: it replaces a treatment sent again by "
+                f"its {outbound.upserts_on(version)}")
+
+    def nightscout_said(self, **what: str | None) -> None:
+        """Keep what the site last told (its version; a problem, None once it stored something) for the page."""
+        self.nightscout = {**self.nightscout, **what}
+
+    def describe(self, error: BaseException, limit: str | None = None) -> str:
+        """One redacted line saying what failed and where (limit: the call's time limit, in words; else the sync's)."""
         requests = self._tc.requests if self._tc else None
         text = f"{type(error).__name__}: {error}"
-        if requests and isinstance(error, requests.RequestException) and error.request is not None:
+        ns_host = host_of(self.settings.ns_url)
+        if isinstance(error, Redirected):
+            text = (f"NS_URL redirects to {error.target} ({error.status_code}): set NS_URL to that address"
+                    if error.host == ns_host else f"Tandem Source ({error.host}) redirects to {error.target} "
+                    f"({error.status_code}): not followed, it would carry a secret there")
+        elif isinstance(error, NightscoutProblem):
+            text = str(error)
+        elif requests and isinstance(error, requests.RequestException) and error.request is not None:
             host = host_of(error.request.url)
-            side = "Nightscout" if host == host_of(self.settings.ns_url) else "Tandem Source"
+            side = "Nightscout" if host == ns_host else "Tandem Source"
             if isinstance(error, requests.Timeout):
-                text = (f"{side} ({host}) did not answer within the sync's time limit "
-                        f"(TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS={self.settings.sync_timeout_secs:g})")
+                limit = limit or ("the sync's time limit (TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS="
+                                  f"{self.settings.sync_timeout_secs:g})")
+                text = f"{side} ({host}) did not answer within {limit}"
             else:
                 text = f"could not reach {side} ({host}): {type(error).__name__}"
         elif getattr(error, "status_code", None) == 401 and "login" in str(error).lower():

@@ -357,7 +357,7 @@ class App:
             last_run=last_run, current=current, paused_until=paused_until, started_at=syncer.started_at,
             has_timer=timer is not None, next_at=timer.next_at if timer else None, recent_runs=recent_runs,
             open_alerts=tuple(self.alerts.open_alerts()), alert_history=alert_history, drawn=drawn,
-            versions=self.versions)
+            versions=self.versions, nightscout=dict(syncer.nightscout))
 
     @staticmethod
     def _secret_given(request: Request) -> bool:

@@ -222,17 +222,24 @@ def test_nightscout_down_means_the_announcement_waits_and_goes_out_once_with_its
     assert doc["created_at"] == "2027-01-15T08:00:00.000Z"  # its own time, not when it finally went
 
 
-def test_an_announcement_nightscout_refuses_is_dropped_and_never_retried(make_app, nightscout):
+def test_a_wrong_ns_secret_keeps_the_announcement_waiting_with_the_setting_named_until_it_is_fixed(make_app,
+                                                                                                     nightscout):
     clock = Clock(T0 + 3600)
     app, log = make_app(clock=clock, DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET)
     nightscout.api_secret = "not-what-we-send-1234"  # Nightscout answers 401
     temperature(app, "fridge1", 0, 11.0)
-    assert app.alerts.send_pending() == 0 and len(log.events("alert.refused")) == 1
-    nightscout.api_secret = "ns-secret-value-1234"
-    clock.now += 3600
-    assert app.alerts.send_pending() == 0 and sent(nightscout) == []
-    history = app.alerts.book.recent(0)
-    assert history[0][1].startswith("refused by Nightscout: ")
+    assert app.alerts.send_pending() == 0 and log.events("alert.refused") == []
+    [waiting] = log.events("alert.not_sent")
+    assert 'error="Nightscout refused NS_SECRET (401): check NS_SECRET"' in waiting and waiting.startswith("at=error")
+    assert app.alerts.book.recent(0)[0][1] == "waiting for Nightscout: Nightscout refused NS_SECRET (401): check NS_SECRET"
+    page = call(app, headers=bearer())[2].decode()
+    assert "Nightscout refused NS_SECRET (401): check NS_SECRET" in page
+    nightscout.api_secret = "ns-secret-value-1234"  # the person fixed it
+    clock.now += 31
+    assert app.alerts.send_pending() == 1 and [doc["notes"] for doc in sent(nightscout)] == [
+        "Insulin fridge 11.0 °C: above 8 °C since 03:00"]
+    assert app.alerts.book.recent(0)[0][1] == "announced"
+    assert "check NS_SECRET" not in call(app, headers=bearer())[2].decode()
 
 
 def test_ns_alerts_off_sends_nothing_but_still_tells_the_page_and_the_monitor(make_app, nightscout):
