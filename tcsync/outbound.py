@@ -130,7 +130,6 @@ def _send_by_deadline(requests, send_unguarded, adapter, prepared, kwargs):
         response = send_unguarded(adapter, prepared, **kwargs)
         if not kwargs.get("stream"):
             _ = response.content  # read here, inside the deadline (requests would read it after send returns)
-        return response
     except Exception:
         if watch.cut_off:
             raise requests.exceptions.Timeout("no whole answer within its time", request=prepared) from None
@@ -138,6 +137,10 @@ def _send_by_deadline(requests, send_unguarded, adapter, prepared, kwargs):
     finally:
         watchdog.cancel()
         _calls.watch = None
+    if watch.cut_off:  # cut in the headers, an answer may look whole (http.client takes the end for their end)
+        response.close()
+        raise requests.exceptions.Timeout("no whole answer within its time", request=prepared)
+    return response
 
 
 # -- our own calls to Nightscout

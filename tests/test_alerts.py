@@ -231,7 +231,8 @@ def test_a_wrong_ns_secret_keeps_the_announcement_waiting_with_the_setting_named
     assert app.alerts.send_pending() == 0 and log.events("alert.refused") == []
     [waiting] = log.events("alert.not_sent")
     assert 'error="Nightscout refused NS_SECRET (401): check NS_SECRET"' in waiting and waiting.startswith("at=error")
-    assert app.alerts.book.recent(0)[0][1] == "waiting for Nightscout: Nightscout refused NS_SECRET (401): check NS_SECRET"
+    assert app.alerts.book.recent(0)[0][1] == ("waiting for Nightscout: Nightscout refused NS_SECRET (401): "
+                                               "check NS_SECRET")
     page = call(app, headers=bearer())[2].decode()
     assert "Nightscout refused NS_SECRET (401): check NS_SECRET" in page
     nightscout.api_secret = "ns-secret-value-1234"  # the person fixed it

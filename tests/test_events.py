@@ -330,7 +330,7 @@ def test_a_store_written_by_release_1_0_0_is_upgraded_in_place(make_app, tmp_pat
     assert [(s["device"], s["name"], sorted(s["readings"])) for s in sensors] == [
         ("fridge1", "Fridge", ["temperature"]), ("room2", None, ["humidity", "temperature"])]
     assert (run["trigger"], run["outcome"]) == ("timer", "interrupted")
-    assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (5,)
+    assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (6,)
 
 
 def test_a_store_from_a_newer_release_is_refused(tmp_path):

@@ -172,8 +172,14 @@ SCHEMA_4_MORE = """
 ALTER TABLE events ADD COLUMN name TEXT;
 CREATE TABLE readings (event_id TEXT NOT NULL REFERENCES events (event_id) ON DELETE CASCADE, kind TEXT NOT NULL,
     device TEXT, value {number}, text TEXT, unit TEXT, event_time {time} NOT NULL, PRIMARY KEY (event_id, kind));
-CREATE INDEX readings_by_device ON readings (device, kind, event_time)
+CREATE INDEX readings_by_device ON readings (device, kind, event_time);
+CREATE TABLE announcements (identifier TEXT PRIMARY KEY, created_at {time} NOT NULL, notes TEXT NOT NULL,
+    claimed_until {time}, sent_at {time}, dropped TEXT, attempts INTEGER NOT NULL DEFAULT 0)
 """
+# Two announcements of one moment (before schema 6, nothing kept them apart) and one a little later: schema 6 gives
+# each its own millisecond, in the order of their identifiers.
+ANNOUNCEMENTS_4 = ("INSERT INTO announcements (identifier, created_at, notes)"
+                   " VALUES ('b', 100.0, 'x'), ('a', 100.0, 'y'), ('c', 100.0004, 'z')")
 # A body kept before the receiver refused numbers beyond a float's reach: it has no reading, and breaks nothing.
 HUGE = delivery("huge", "temperature", "odd1", "2027-01-15T07:20:00Z", {"temperature": {"value": 10 ** 400}})
 
@@ -207,6 +213,7 @@ def make_old_store(backend, version, request, path) -> None:
             db.cursor().executemany(insert.replace("?", "%s"), schema_2_rows())
             if version == 4:
                 db.execute(reading)
+                db.execute(ANNOUNCEMENTS_4)
     else:
         db = sqlite3.connect(path, isolation_level=None)
         for statement in statements:
@@ -214,6 +221,7 @@ def make_old_store(backend, version, request, path) -> None:
         db.executemany(insert, schema_2_rows())
         if version == 4:
             db.execute(reading)
+            db.execute(ANNOUNCEMENTS_4)
         db.execute(f"PRAGMA user_version={version}")
         db.close()
 
@@ -244,10 +252,13 @@ def test_an_older_store_gets_its_readings_and_shows_what_a_fresh_one_shows(make_
     assert b"<h3><bdi>Fridge</bdi></h3>" in answers[0][1] and b"<h3><bdi>Room</bdi></h3>" in answers[0][1]
     tables = "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND name LIKE '%%read%%'"
     if backend == "sqlite":
-        assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (5,)
+        assert sqlite3.connect(tmp_path / "tcsync.sqlite3").execute("PRAGMA user_version").fetchone() == (6,)
     else:
-        assert stored(upgraded, "SELECT version FROM tcsync_schema") == [(5,)]
+        assert stored(upgraded, "SELECT version FROM tcsync_schema") == [(6,)]
         tables = "SELECT relname FROM pg_class WHERE relname LIKE '%%read%%'"
+    if version == 4:
+        assert sorted(stored(upgraded, "SELECT identifier, created_at, last_error FROM announcements")) == [
+            ("a", 100.0, None), ("b", 100.001, None), ("c", 100.002, None)]
     assert sorted(stored(upgraded, tables)) == [("events_readings",)]  # the readings table and its index are gone
 
 
