@@ -180,7 +180,35 @@ def node_entry(tree: Path) -> str:
 
 # Running -----------------------------------------------------------------------------------------------------------
 
-class NightscoutServer:
+class NightscoutClient:
+    """Nightscout's v1 API at url (ending with "/") with api_secret: what the tests ask of a real server or a fake."""
+
+    def __init__(self, url: str, api_secret: str):
+        self.url = url
+        self.api_secret = api_secret
+
+    @property
+    def headers(self) -> dict:
+        return {"api-secret": hashlib.sha1(self.api_secret.encode()).hexdigest()}
+
+    def status(self) -> dict:
+        return _get_json(self.url + "api/v1/status.json", self.headers)[1]
+
+    def treatments(self, **find) -> list[dict]:
+        """GET /api/v1/treatments.json?find[field]=value...: all of them (the API looks back only two days unless
+        given a created_at bound, hence one in 2000), newest created_at first."""
+        query = {"find[created_at][$gte]": "2000-01-01T00:00:00.000Z", "count": "1000"}
+        query.update({f"find[{field}]": str(value) for field, value in find.items()})
+        return _get_json(self.url + "api/v1/treatments.json?" + urllib.parse.urlencode(query), self.headers)[1]
+
+    def post_treatments(self, docs) -> tuple[int, object]:
+        """POST /api/v1/treatments/ with one document or a list; returns (status, the parsed answer)."""
+        request = urllib.request.Request(self.url + "api/v1/treatments/", method="POST", data=json.dumps(docs).encode(),
+                                         headers={**self.headers, "Content-Type": "application/json"})
+        return _send(request)
+
+
+class NightscoutServer(NightscoutClient):
     """One Nightscout of the given version and its own empty database; also a context manager (close() on exit).
 
     url ends with "/"; api_secret is the plain secret (requests carry its sha1 hex in the api-secret header); version
@@ -204,8 +232,8 @@ class NightscoutServer:
         try:
             self.mongo_port = self._start_database()
             self.port = self._start_nightscout()
-            self.url = f"http://{HOST}:{self.port}/"
-            self.version = self._status()["version"]
+            super().__init__(f"http://{HOST}:{self.port}/", api_secret)
+            self.version = self.status()["version"]
         except BaseException:
             self.close()
             raise
@@ -268,30 +296,6 @@ class NightscoutServer:
 
         return pymongo.MongoClient(f"mongodb://{HOST}:{port}/?directConnection=true",
                                    serverSelectionTimeoutMS=timeout_ms)
-
-    # The API ----------------------------------------------------------------------------------------------------
-
-    @property
-    def headers(self) -> dict:
-        return {"api-secret": hashlib.sha1(self.api_secret.encode()).hexdigest()}
-
-    def _status(self) -> dict:
-        return _get_json(self.url + "api/v1/status.json", self.headers)[1]
-
-    def treatments(self, **find) -> list[dict]:
-        """GET /api/v1/treatments.json?find[field]=value...: all of them (the API looks back only two days unless
-        given a created_at bound, hence one in 2000), newest created_at first."""
-        query = {"find[created_at][$gte]": "2000-01-01T00:00:00.000Z", "count": "1000"}
-        query.update({f"find[{field}]": str(value) for field, value in find.items()})
-        status, body = _get_json(self.url + "api/v1/treatments.json?" + urllib.parse.urlencode(query), self.headers)
-        assert status == 200, (status, body)
-        return body
-
-    def post_treatments(self, docs) -> tuple[int, object]:
-        """POST /api/v1/treatments/ with one document or a list; returns (status, the parsed answer)."""
-        request = urllib.request.Request(self.url + "api/v1/treatments/", method="POST", data=json.dumps(docs).encode(),
-                                         headers={**self.headers, "Content-Type": "application/json"})
-        return _send(request)
 
     def clear(self) -> None:
         """Delete every treatment, device status and entry, straight in the database (certain on every version)."""
