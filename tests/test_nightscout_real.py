@@ -3,12 +3,18 @@ POSTs, and what each keeps after every step. The upsert rule changed in 15.0.7 (
 {created_at, eventType} and identifier ignored; from 15.0.7, identifier first, then _id, then {created_at, eventType}.
 """
 
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from conftest import NIGHTSCOUT_VERSIONS, NS_SECRET
+from conftest import NIGHTSCOUT_VERSIONS, NS_SECRET, wait_for
 from fakes import FakeNightscout
 from ns_server import NightscoutClient
+from test_pg_server import running
 
 T1, T2, T3, T4 = (f"2026-03-01T{hour}:00:00.000Z" for hour in (10, 11, 12, 13))
 
@@ -113,3 +119,18 @@ def test_two_identifiers_at_one_created_at_leave_one_treatment_before_15_0_7_and
 def test_the_fake_reports_15_0_6_by_default():
     with FakeNightscout() as fake:
         assert NightscoutClient(fake.url, fake.api_secret).status()["version"] == "15.0.6"
+
+
+@pytest.mark.parametrize("real_nightscout", ["15.0.6"], indirect=True)  # once; real_nightscout: it is installed
+def test_an_owner_killed_by_sigkill_leaves_no_server_and_no_folder(real_nightscout):
+    code = ("import ns_server, time; s = ns_server.NightscoutServer('15.0.6'); "
+            "print(s.base, *(p.pid for p in s._processes.values()), flush=True); time.sleep(60)")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parent)
+    try:
+        base, *pids = owner.stdout.readline().split()
+        assert os.path.isdir(base) and len(pids) == 2 and all(running(pid) for pid in pids)
+    finally:
+        owner.send_signal(signal.SIGKILL)  # no atexit: the watchdog stops SecantusDB and Nightscout
+        owner.communicate()
+    wait_for(lambda: not os.path.exists(base) and not any(running(pid) for pid in pids), timeout=30)
