@@ -242,3 +242,49 @@ def database_url(pg_server):
     url = pg_server.create_database()
     yield url
     pg_server.drop_database(url)  # a full run would otherwise leave about 1 GB in /tmp until its end
+
+
+# Nightscout: a real server of each version for the session, started by the first test that asks for it -------------
+
+NIGHTSCOUT_VERSIONS = ("15.0.6", "15.0.7")  # before and from 15.0.7, which upserts on identifier (ns_server.py)
+_nightscouts = {}  # version -> ns_server.NightscoutServer, or the NightscoutUnavailable that kept it from starting
+
+
+def _real_nightscout(version):
+    """The session's server of this version, started at the first call; both versions install at once (in threads:
+    two `npm ci` side by side take about as long as one) so that the second version's tests find it ready."""
+    import ns_server  # here, not at the top: most tests never need it
+
+    if not _nightscouts:
+        try:
+            ns_server.require_tools()
+            ns_server.install_all_in_background(NIGHTSCOUT_VERSIONS)
+        except ns_server.NightscoutUnavailable:
+            pass  # each version reports it below
+    if version not in _nightscouts:
+        try:
+            _nightscouts[version] = ns_server.NightscoutServer(version, api_secret=NS_SECRET)
+        except ns_server.NightscoutUnavailable as missing:
+            _nightscouts[version] = missing
+    server = _nightscouts[version]
+    if isinstance(server, ns_server.NightscoutUnavailable):
+        pytest.skip(str(server))
+    return server
+
+
+@pytest.fixture(scope="session", params=NIGHTSCOUT_VERSIONS, ids=[f"ns{v}" for v in NIGHTSCOUT_VERSIONS])
+def real_nightscout(request):
+    """A real Nightscout (ns_server.NightscoutServer) of each version in turn: .url (ending with "/"), .api_secret
+    (NS_SECRET, as the fake's), .version, .treatments(**find), .post_treatments(docs), .clear(). It may hold what an
+    earlier test left: ask for clean_nightscout for an empty one. Stopped at the end of the session."""
+    server = _real_nightscout(request.param)
+    yield server
+    server.close()
+    del _nightscouts[request.param]  # pytest may set this version up again later in the session: start a new one
+
+
+@pytest.fixture
+def clean_nightscout(real_nightscout):
+    """real_nightscout with no treatments, device statuses or entries."""
+    real_nightscout.clear()
+    return real_nightscout

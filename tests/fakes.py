@@ -301,24 +301,50 @@ def run_service(urls_json: str, argv: list) -> int:
     return tcsync_wsgi.main(argv)
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def _nightscout_time(created_at):
+    """created_at as Nightscout keys it (new Date(created_at).toISOString(): UTC, milliseconds, Z), else as given."""
+    when = _when(created_at)
+    if when is None:
+        return created_at  # Nightscout would take "now" for an unreadable date; a fake must stay deterministic
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _time_and_type(doc) -> tuple:
+    """The key Nightscout upserts a treatment on when it has no identifier (or before 15.0.7, always)."""
+    return _nightscout_time(doc.get("created_at")), doc.get("eventType")
+
+
 class FakeNightscout(_FakeServer):
-    """Nightscout's v1 API as tconnectsync uses it, on 127.0.0.1; checks the api-secret header."""
+    """Nightscout's v1 API as tconnectsync uses it, on 127.0.0.1; checks the api-secret header.
+
+    Treatments are upserted as the given version does (lib/server/treatments.js): before 15.0.7 on {created_at,
+    eventType}, identifier ignored; from 15.0.7 on identifier if present, else on an ObjectId-like _id, else on
+    {created_at, eventType}. A replaced treatment keeps its place and its _id. self.treatments holds the documents as
+    posted (without _id; Nightscout itself would also store created_at in UTC and add utcOffset);
+    tests/test_nightscout_real.py compares this with the real servers.
+    """
 
     COLLECTIONS = ("treatments", "devicestatus", "entries", "profile", "activity")
 
-    def __init__(self, api_secret: str = "ns-secret-value-1234"):
+    def __init__(self, api_secret: str = "ns-secret-value-1234", version: str = "15.0.6"):
         self.api_secret = api_secret
+        self.version = version  # what status.json reports; 15.0.6: the release most sites run
         self.uploads = 0
         self.posted: list[tuple[str, dict]] = []
         for name in self.COLLECTIONS:
             setattr(self, name, [])
+        self._treatment_ids: list[str] = []  # the _id of each of self.treatments, in the same order
         super().__init__()
 
     def _route(self, method, path, query, headers, body):
         """Check the api-secret header, then store uploads or answer queries."""
         if headers.get("api-secret") != hashlib.sha1(self.api_secret.encode()).hexdigest():
             return 401, {"status": 401, "message": "Unauthorized"}, {}
-        name = path.removeprefix("/api/v1/").removesuffix(".json")
+        name = path.removeprefix("/api/v1/").removesuffix("/").removesuffix(".json")
         if method in ("POST", "PUT") and name in self.COLLECTIONS:
             try:
                 docs = json.loads(body)
@@ -327,20 +353,15 @@ class FakeNightscout(_FakeServer):
             docs = docs if isinstance(docs, list) else [docs]
             with self._lock:
                 self.uploads += 1
-                stored = getattr(self, name)
                 self.posted += [(name, doc) for doc in docs]  # every document sent, re-sends included
-                for doc in docs:  # Nightscout upserts a treatment on its identifier (lib/server/treatments.js)
-                    same = [i for i, old in enumerate(stored) if doc.get("identifier") and
-                            old.get("identifier") == doc["identifier"]]
-                    if same:
-                        stored[same[0]] = doc
-                    else:
-                        stored.append(doc)
-            return 200, [{**doc, "_id": uuid.uuid4().hex} for doc in docs], {}
+                if name == "treatments":
+                    return 200, [self._upsert_treatment(dict(doc)) for doc in docs], {}
+                self._store_other(getattr(self, name), docs)
+            return 200, [{**doc, "_id": _object_id()} for doc in docs], {}
         if method != "GET":
             return 404, {"error": "not found"}, {}
         if name == "status":
-            return 200, {"status": "ok", "name": "nightscout", "version": "15.0.2", "apiEnabled": True}, {}
+            return 200, {"status": "ok", "name": "nightscout", "version": self.version, "apiEnabled": True}, {}
         if name == "profile/current":
             with self._lock:
                 current = self.profile[-1] if self.profile else {"defaultProfile": "Default", "store": {}}
@@ -351,13 +372,61 @@ class FakeNightscout(_FakeServer):
             return 200, [], {}
         return 404, {"error": "not found"}, {}
 
+    @staticmethod
+    def _store_other(stored, docs):
+        """Collections other than treatments: a document with a known identifier replaces that one, else appends."""
+        for doc in docs:
+            same = [i for i, old in enumerate(stored) if doc.get("identifier") and
+                    old.get("identifier") == doc["identifier"]]
+            if same:
+                stored[same[0]] = doc
+            else:
+                stored.append(doc)
+
+    def _upsert_treatment(self, doc):
+        """Store one treatment as this version does (under self._lock); return what Nightscout answers for it: the
+        document with an _id if it was inserted, or (15.0.7) replaced by identifier; without one if replaced by
+        created_at and eventType (neither version looks up the _id it kept)."""
+        index, by_identifier = self._treatment_to_replace(doc)
+        stored = {key: value for key, value in doc.items() if key != "_id"}
+        if index is None:
+            self.treatments.append(stored)
+            self._treatment_ids.append(doc.get("_id") or _object_id())
+            return {**doc, "_id": self._treatment_ids[-1]}
+        self.treatments[index] = stored
+        if by_identifier:
+            return {**doc, "_id": self._treatment_ids[index]}
+        return doc
+
+    def _treatment_to_replace(self, doc) -> tuple[int | None, bool]:
+        """(index of the stored treatment this one replaces or None, whether it was found by identifier)."""
+        if _version_key(self.version) >= (15, 0, 7):
+            if doc.get("identifier"):
+                doc.pop("_id", None)  # 15.0.7 drops a posted _id when it upserts on identifier
+                return self._index_of(lambda i, old: old.get("identifier") == doc["identifier"]), True
+            if not re.fullmatch(r"[0-9a-fA-F]{24}", str(doc.get("_id", ""))):
+                doc.pop("_id", None)  # not an ObjectId (a UUID, say): 15.0.7 drops it
+            elif doc["_id"]:
+                return self._index_of(lambda i, old: self._treatment_ids[i] == doc["_id"]), False
+        return self._index_of(lambda i, old: _time_and_type(old) == _time_and_type(doc)), False
+
+    def _index_of(self, matches) -> int | None:
+        return next((i for i, old in enumerate(self.treatments) if matches(i, old)), None)
+
     def _find(self, query):
         """Return stored treatments matching the find[...] filters, newest created_at first."""
         with self._lock:
             found = list(enumerate(self.treatments))
+            ids = list(self._treatment_ids)
         for key, values in query.items():
             match = re.fullmatch(r"find\[(\w+)\](?:\[\$(gte|lte)\])?", key)
             if match:
                 found = [(i, doc) for i, doc in found if _matches(doc, *match.groups(), values[0])]
         found.sort(key=lambda item: (_when(item[1].get("created_at")) or _EPOCH, item[0]), reverse=True)
-        return [doc for _, doc in found[: int(query.get("count", ["10"])[0])]]
+        found = found[: int(query.get("count", ["10"])[0])]
+        return [{"_id": ids[i] if i < len(ids) else f"{i:024x}", **doc} for i, doc in found]
+
+
+def _object_id() -> str:
+    """A new id shaped like MongoDB's ObjectId (24 hex digits)."""
+    return uuid.uuid4().hex[:24]
