@@ -19,7 +19,6 @@ import time
 import urllib.parse
 
 _calls = threading.local()  # .deadline: monotonic time by which this thread's calls end; .watch: the call's _Watch
-REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class Redirected(Exception):

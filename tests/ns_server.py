@@ -30,6 +30,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from watched import Watched
+
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 INSTALLED_MARKER = ".tcsync-installed"  # written last into a complete install, before it is renamed into place
@@ -208,7 +210,7 @@ class NightscoutClient:
         return _send(request)
 
 
-class NightscoutServer(NightscoutClient):
+class NightscoutServer(Watched, NightscoutClient):
     """One Nightscout of the given version and its own empty database; also a context manager (close() on exit).
 
     url ends with "/"; api_secret is the plain secret (requests carry its sha1 hex in the api-secret header); version
@@ -305,11 +307,8 @@ class NightscoutServer(NightscoutClient):
 
     # Life cycle ---------------------------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop Nightscout, then its database, and remove the run folder; safe to call twice."""
-        if os.getpid() != self._owner:
-            return
-        atexit.unregister(self.close)
+    def stop(self) -> None:
+        """Stop Nightscout, then its database (close() then removes the run folder)."""
         for name in ("nightscout", "secantus"):
             process = self._processes.pop(name, None)
             if process and process.poll() is None:
@@ -321,16 +320,6 @@ class NightscoutServer(NightscoutClient):
                     with contextlib.suppress(OSError):
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait(10)
-        shutil.rmtree(self.base, ignore_errors=True)
-        self._watchdog.stdin.close()  # nothing left for it to do: it exits
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._watchdog.wait(10)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _send(request, timeout: float = 30) -> tuple[int, object]:

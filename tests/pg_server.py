@@ -7,7 +7,6 @@ Authentication is `trust` for user "postgres": URLs carry no password. close() (
 or its death by any signal, through a small watchdog process) stops the server and removes the folder.
 """
 
-import atexit
 import contextlib
 import itertools
 import os
@@ -16,10 +15,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from watched import Watched
 
 SUPERUSER = "postgres"
 HOST = "127.0.0.1"
@@ -99,7 +99,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class PostgresServer:
+class PostgresServer(Watched):
     """One cluster in a temporary folder; also a context manager (close() on exit).
 
     fsync=False trades durability for speed; settings are extra `postgres -c name=value` options; user (when we are
@@ -115,13 +115,8 @@ class PostgresServer:
         self.port = 0
         self._process: subprocess.Popen | None = None
         self._names = itertools.count(1)
-        self._owner = os.getpid()  # a forked child's atexit must not stop the parent's server
         # Under /tmp (not $TMPDIR, which may sit in /root) so that the server's user can reach it; mode 0700.
-        self.base = Path(tempfile.mkdtemp(prefix="tcsync-pg-", dir="/tmp" if self.account else None))
-        # Its own session: a Ctrl-C for pytest must not reach it. The pipe's write end is not inherited by our children.
-        self._watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(self.base)], stdin=subprocess.PIPE,
-                                          start_new_session=True)
-        atexit.register(self.close)
+        self.watch(Path(tempfile.mkdtemp(prefix="tcsync-pg-", dir="/tmp" if self.account else None)), _WATCHDOG)
         try:
             if self.account:
                 os.chown(self.base, self.account.pw_uid, self.account.pw_gid)
@@ -229,24 +224,6 @@ class PostgresServer:
         """Immediate shutdown (SIGQUIT, as `pg_ctl stop -m immediate`): the next start() runs crash recovery."""
         if not self._signal_and_wait(signal.SIGQUIT, 10):
             self._signal_and_wait(signal.SIGKILL, 10)
-
-    def close(self) -> None:
-        """Stop the server and remove its folder; safe to call twice."""
-        if os.getpid() != self._owner:
-            return
-        atexit.unregister(self.close)
-        with contextlib.suppress(Exception):  # a folder must not stay behind when stopping failed
-            self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
-        self._watchdog.stdin.close()  # nothing left for it to do: it exits
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._watchdog.wait(10)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # Databases ------------------------------------------------------------------------------------
 
