@@ -39,6 +39,8 @@ BATTERY_LOW = 10  # % at or below which a sensor's battery is an alert
 BATTERY_OK = 20  # % at or above which it ends (between the two nothing changes: no flapping)
 LOOK_BACK_SECS = 2 * 86400  # readings judged when no alert is open: the last two days
 ENTERED_BY = "tcsync_wsgi"
+HANDFUL = 5  # more alerts of one kind than this told in one check become one announcement naming them
+SERIES_OF = {"out_of_range": "temperature", "battery_low": "batteryStatus"}  # alerts judged from readings
 ALERT_COLUMNS = "identifier, kind, device, name, since, started_at, value, unit, detail, ended_at, end_value"
 
 
@@ -151,7 +153,7 @@ def degrees(value: float | None) -> str:
     return "?" if value is None else f"{value:.1f} °C"
 
 
-def start_notes(alert: Alert, tz: dt.tzinfo) -> str:
+def start_notes(alert: Alert, tz: dt.tzinfo, now: float | None = None) -> str:
     when = clock(alert.since, tz, alert.started_at)
     if alert.kind == "out_of_range":
         return f"{alert.name} {degrees(alert.value)}: {alert.detail} since {when}"
@@ -163,7 +165,7 @@ def start_notes(alert: Alert, tz: dt.tzinfo) -> str:
     return f"Pump data has not reached Nightscout since {when}{reason}"
 
 
-def end_notes(alert: Alert, tz: dt.tzinfo) -> str:
+def end_notes(alert: Alert, tz: dt.tzinfo, now: float | None = None) -> str:
     ended_at = alert.ended_at or alert.started_at
     when, lasted = clock(ended_at, tz), duration(ended_at - alert.since)
     if alert.kind == "out_of_range":
@@ -175,10 +177,40 @@ def end_notes(alert: Alert, tz: dt.tzinfo) -> str:
     return f"Pump data reaches Nightscout again: a sync succeeded at {when}, after {lasted} without one"
 
 
+GROUP_WORDS = {("out_of_range", "start"): "out of range since", ("silent", "start"): "silent since",
+               ("battery_low", "start"): "with a low battery since", ("out_of_range", "end"): "back in range at",
+               ("silent", "end"): "report again at", ("battery_low", "end"): "with their battery back at"}
+GROUP_NAMES = 2  # names a grouped note gives before "and N more"
+
+
+def group_notes(kind: str, phase: str, alerts: list[Alert], tz: dt.tzinfo, now: float) -> str:
+    """'30 sensors silent since 14:05: Insulin fridge, Freezer and 28 more' (the earliest start, the latest end)."""
+    moment = min(a.since for a in alerts) if phase == "start" else max(a.ended_at or a.started_at for a in alerts)
+    named = [a.name or a.device or "?" for a in alerts[:GROUP_NAMES]]
+    more = len(alerts) - len(named)
+    return f"{len(alerts)} sensors {GROUP_WORDS[kind, phase]} {clock(moment, tz)}: {', '.join(named)}" + (
+        f" and {more} more" if more else "")
+
+
 # -- the rows: alerts and the outbox of announcements, in the store's tables
 
 def _alert(row) -> Alert:
     return Alert(*row[:11])
+
+
+PRIORITY = {"out_of_range": 0, "silent": 1, "battery_low": 2, "sync_failing": 3}  # sent in this order
+
+
+@dataclasses.dataclass(frozen=True)
+class Untold:
+    """An alert whose family was last told something else than it is now (its start while it has ended, or
+    nothing or its end while it is open), with what they were told when."""
+
+    alert: Alert
+    told: str | None  # None, "start" or "end"
+    told_start_at: float | None
+    told_end_at: float | None
+    reopened_at: float | None
 
 
 class AlertBook:
@@ -187,6 +219,7 @@ class AlertBook:
     CLAIM_SECS = 120  # a sender has this long to send what it claimed before another process may
     MAX_SHIFTS = 1000  # announcements of one moment: each a millisecond after the one before
     KEEP_SECS = 30 * 86400
+    MARK_BATCH = 500  # alerts marked as told in one statement
 
     def __init__(self, store: Store):
         self.store = store
@@ -201,30 +234,61 @@ class AlertBook:
             f"SELECT {', '.join('a.' + c for c in ALERT_COLUMNS.split(', '))},"
             " s.sent_at, s.dropped, s.last_error, s.identifier, e.sent_at, e.dropped, e.last_error, e.identifier"
             " FROM alerts a"
-            " LEFT JOIN announcements s ON s.identifier = a.identifier || '-start'"
-            " LEFT JOIN announcements e ON e.identifier = a.identifier || '-end'"
+            " LEFT JOIN announcements s ON s.identifier = a.told_start"
+            " LEFT JOIN announcements e ON e.identifier = a.told_end"
             " WHERE a.ended_at IS NULL OR a.ended_at >= ? ORDER BY a.started_at DESC LIMIT 100", (since,))
         return [(_alert(row), _fate(*row[11:15]), _fate(*row[15:19]) if row[9] is not None else None)
                 for row in rows]
 
-    def open(self, alert: Alert, notes: str | None) -> bool:
-        """Record a new alert and queue its start's announcement (notes None: none); False if it was there."""
-        if notes is not None:  # first: a crash between the two leaves an announcement, never an unannounced alert
-            self._queue(alert.identifier + "-start", alert.started_at, notes)
+    def open(self, alert: Alert) -> bool:
+        """Record a new alert; False if it was there."""
         rows, _ = self.store.write(
             f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)"
             " ON CONFLICT (identifier) DO NOTHING RETURNING identifier", dataclasses.astuple(alert)[:9])
         return bool(rows)
 
-    def close(self, alert: Alert, notes: str | None) -> bool:
-        """Record an alert's end and queue its announcement; False if it had ended already."""
-        if notes is not None:
-            self._queue(alert.identifier + "-end", alert.ended_at, notes)
+    def close(self, alert: Alert) -> bool:
+        """Record an alert's end; False if it had ended already."""
         _, changed = self.store.write("UPDATE alerts SET ended_at = ?, end_value = ? WHERE identifier = ?"
                                       " AND ended_at IS NULL", (alert.ended_at, alert.end_value, alert.identifier))
         return changed > 0
 
-    def _queue(self, identifier: str, created_at: float, notes: str) -> None:
+    def latest(self, kind: str, device: str | None) -> Alert | None:
+        """The newest alert of a kind for a device (the episode a new start may belong to)."""
+        rows = self.store.read(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE kind = ? AND COALESCE(device, '') = ?"
+                               " ORDER BY started_at DESC LIMIT 1", (kind, device or ""))
+        return _alert(rows[0]) if rows else None
+
+    def reopen(self, identifier: str, at: float) -> bool:
+        """The same episode again: open, from `at`; False if it was open already."""
+        _, changed = self.store.write("UPDATE alerts SET ended_at = NULL, end_value = NULL, reopened_at = ?"
+                                      " WHERE identifier = ? AND ended_at IS NOT NULL", (at, identifier))
+        return changed > 0
+
+    def untold(self, device: str | None = None) -> list[Untold]:
+        """The alerts whose family should hear something new (see Untold), of one device or all."""
+        mismatch = ("((ended_at IS NULL AND (told IS NULL OR told = 'end')) OR"
+                    " (ended_at IS NOT NULL AND told = 'start'))")
+        where, args = (f"{mismatch} AND device = ?", (device,)) if device else (mismatch, ())
+        rows = self.store.read(f"SELECT {ALERT_COLUMNS}, told, told_start_at, told_end_at, reopened_at FROM alerts"
+                               f" WHERE {where} ORDER BY started_at", args)
+        return [Untold(_alert(row), *row[11:]) for row in rows]
+
+    def mark_told(self, identifiers: list[str], phase: str, announcement: str, at: float, was: str | None
+                  ) -> list[str]:
+        """Record that these alerts' families were told `phase` by `announcement` at `at`, for those still as they
+        were (`was`): another process may have told them meanwhile. The identifiers marked."""
+        marked = []
+        for first in range(0, len(identifiers), self.MARK_BATCH):
+            batch = identifiers[first:first + self.MARK_BATCH]
+            rows, _ = self.store.write(
+                f"UPDATE alerts SET told = ?, told_{phase} = ?, told_{phase}_at = ? WHERE identifier IN"
+                f" ({', '.join('?' * len(batch))}) AND COALESCE(told, '') = ? RETURNING identifier",
+                (phase, announcement, at, *batch, was or ""))
+            marked += [identifier for (identifier,) in rows]
+        return marked
+
+    def queue(self, identifier: str, created_at: float, notes: str, priority: int = 0) -> None:
         """Queue an announcement once, at the first whole millisecond from created_at that no other holds."""
         at_ms = round(created_at * 1000)
         for _ in range(self.MAX_SHIFTS):
@@ -235,21 +299,22 @@ class AlertBook:
                 (at_ms / 1000, (at_ms + self.MAX_SHIFTS) / 1000))}
             at_ms = next(ms for ms in itertools.count(at_ms) if ms not in taken)
             rows, _ = self.store.write(  # no target: a taken identifier or a taken moment, either way nothing
-                "INSERT INTO announcements (identifier, created_at, notes) VALUES (?, ?, ?)"
-                " ON CONFLICT DO NOTHING RETURNING identifier", (identifier, at_ms / 1000, notes))
+                "INSERT INTO announcements (identifier, created_at, notes, priority) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING identifier", (identifier, at_ms / 1000, notes, priority))
             if rows:
                 return
         raise StoreError(f"no free moment for announcement {identifier}")  # other processes took each one
 
     def claim(self, now: float, limit: int = 20) -> list[tuple[str, float, str]]:
-        """(identifier, created_at, notes) of announcements to send now, oldest first, claimed for CLAIM_SECS so
-        that no other process sends them meanwhile (the condition is checked again on the claimed row itself)."""
+        """(identifier, created_at, notes) of announcements to send now, the most urgent kind first, then the
+        oldest, claimed for CLAIM_SECS so that no other process sends them meanwhile (the condition is checked
+        again on the claimed row itself)."""
         due = "sent_at IS NULL AND dropped IS NULL AND (claimed_until IS NULL OR claimed_until < ?)"
         rows, _ = self.store.write(
             f"UPDATE announcements SET claimed_until = ?, attempts = attempts + 1 WHERE identifier IN"
-            f" (SELECT identifier FROM announcements WHERE {due} ORDER BY created_at, identifier LIMIT ?) AND {due}"
-            " RETURNING identifier, created_at, notes", (now + self.CLAIM_SECS, now, limit, now))
-        return sorted(rows, key=lambda row: (row[1], row[0]))
+            f" (SELECT identifier FROM announcements WHERE {due} ORDER BY priority, created_at, identifier LIMIT ?)"
+            f" AND {due} RETURNING identifier, created_at, notes, priority", (now + self.CLAIM_SECS, now, limit, now))
+        return [row[:3] for row in sorted(rows, key=lambda row: (row[3], row[1], row[0]))]
 
     def sent(self, identifier: str, now: float) -> None:
         self.store.write("UPDATE announcements SET sent_at = ? WHERE identifier = ?", (now, identifier))
@@ -297,6 +362,9 @@ class AlertWatch:
         self.announces = bool(settings.ns_alerts and settings.ns_url and settings.ns_secret)
         self._open: dict[tuple[str, str | None], Alert] = {}  # by (kind, device), as this process last read it
         self._judging = threading.Lock()  # one judge at a time in this process
+        self._open_devices: set[str | None] = set()
+        self.back_at = clock()  # silences count from here at the earliest: the service was away before
+        self._store_was_away = False
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._pruned_at = 0.0
@@ -306,11 +374,13 @@ class AlertWatch:
             pass  # the minute check reads them again
 
     def open_alerts(self) -> list[Alert]:
-        """The alerts open now, as this process last read or judged them (at most CHECK_SECS old)."""
-        return sorted(self._open.values(), key=lambda alert: alert.started_at)
+        """The alerts open now, as this process last read or judged them (at most CHECK_SECS old), the most urgent
+        kind first."""
+        return sorted(self._open.values(), key=lambda alert: (PRIORITY[alert.kind], alert.started_at))
 
     def _reload(self) -> None:
         self._open = {(alert.kind, alert.device): alert for alert in self.book.open_alerts()}
+        self._open_devices = {device for _, device in self._open}
 
     # judging
     def after_delivery(self, device: str | None, labels: dict, readings: list[tuple[str, object, str | None]],
@@ -321,12 +391,14 @@ class AlertWatch:
             return
         values = dict((kind, value) for kind, value, _ in readings)
         band, _ = range_of(labels, event_type == "humidity", self.settings.temperature_range)
-        worth_it = any(key[1] == device for key in self._open) or (
+        worth_it = device in self._open_devices or (
             band is not None and "temperature" in values and outside(band)(values["temperature"])) or (
             "batteryStatus" in values and values["batteryStatus"] < BATTERY_OK)
         if worth_it:
             with self._judging:
-                self._judge_device(device, self.clock())
+                now = self.clock()
+                self._judge_device(device, now)
+                self._tell(now, device)
             self._wake.set()
 
     def check(self) -> None:
@@ -335,13 +407,16 @@ class AlertWatch:
         self.send_pending()
 
     def judge(self) -> None:
-        """Judge every device and the syncs (the minute check)."""
+        """Judge every device and the syncs, and tell what changed (the minute check)."""
         with self._judging:
             now = self.clock()
             self._reload()
+            if self._store_was_away:  # silences count from now: the sensors are not to blame for our absence
+                self.back_at, self._store_was_away = now, False
             for sensor in self.store.sensors(now):
                 self._judge_device(sensor["device"], now, sensor)
             self._judge_syncs(now)
+            self._tell(now)
             if now - self._pruned_at > self.PRUNE_SECS:
                 self.book.prune(now)
                 self._pruned_at = now
@@ -381,15 +456,18 @@ class AlertWatch:
                           "°C" if band else "%", detail))
 
     def _judge_silence(self, device: str, name: str, newest: float | None, now: float) -> None:
+        """Silent while the newest event is older than SENSOR_SILENT_MINS, counted from when this service was back if
+        that is later; over only at an event newer than that: a backlog of old events, in any order, neither ends a
+        silence nor starts a second one."""
+        silent_secs = self.settings.sensor_silent_mins * 60
         current = self._open.get(("silent", device))
         if current is not None:
-            if newest is not None and newest > current.since:
+            if newest is not None and newest > now - silent_secs:
                 self._close(dataclasses.replace(current, ended_at=newest))
             return
-        silent_secs = self.settings.sensor_silent_mins * 60
-        if newest is not None and now - newest >= silent_secs:
+        if newest is not None and now - max(newest, self.back_at) >= silent_secs:
             self._start(Alert(identifier_of("silent", device, newest), "silent", device, name, newest,
-                              newest + silent_secs))
+                              max(newest, self.back_at) + silent_secs))
 
     def _judge_syncs(self, now: float) -> None:
         status, last_ok, since = self.syncer.health(now, self.timer_on)
@@ -405,16 +483,87 @@ class AlertWatch:
                               since + self.settings.stale_mins * 60, detail=error[:200]))
 
     def _start(self, alert: Alert) -> None:
-        if self.book.open(alert, start_notes(alert, self.tz) if self.announces else None):
+        """Open an alert, or, if the same kind ended for this device within ALERT_REPEAT_MINS, its episode again."""
+        previous = self.book.latest(alert.kind, alert.device)
+        if previous is not None and previous.ended_at is not None and \
+                alert.started_at - previous.ended_at <= self.settings.alert_repeat_mins * 60:
+            if self.book.reopen(previous.identifier, alert.started_at):
+                self.log("warn", event="alert.reopened", kind=alert.kind, device=alert.device,
+                         since=iso(previous.since))
+            self._remember(dataclasses.replace(previous, ended_at=None, end_value=None))
+        elif self.book.open(alert):
             self.log("warn", event="alert.started", kind=alert.kind, device=alert.device, since=iso(alert.since))
-            self._open[(alert.kind, alert.device)] = alert
+            self._remember(alert)
         else:  # another process recorded it first, and it may have ended since: read what is open
             self._reload()
 
+    def _remember(self, alert: Alert) -> None:
+        self._open[(alert.kind, alert.device)] = alert
+        self._open_devices.add(alert.device)
+
     def _close(self, alert: Alert) -> None:
-        if self.book.close(alert, end_notes(alert, self.tz) if self.announces else None):
+        if self.book.close(alert):
             self.log(event="alert.ended", kind=alert.kind, device=alert.device, ended_at=iso(alert.ended_at))
         self._open.pop((alert.kind, alert.device), None)
+        self._open_devices = {device for _, device in self._open}
+
+    # telling: at most one start and one end per device and kind in ALERT_REPEAT_MINS; many at once in one note
+    def _tell(self, now: float, device: str | None = None) -> None:
+        """Queue the announcements now due (of one device, or, in the minute check, all, grouped by kind)."""
+        if not self.announces:
+            return
+        due: dict[tuple[str, str], list[tuple[Untold, float]]] = {}
+        for untold in self.book.untold(device):
+            phase, at = self._due(untold, now)
+            if phase:
+                due.setdefault((untold.alert.kind, phase), []).append((untold, at))
+        for (kind, phase), members in sorted(due.items(), key=lambda item: PRIORITY[item[0][0]]):
+            if len(members) > HANDFUL:
+                self._tell_group(kind, phase, members, now)
+            else:
+                for untold, at in members:
+                    self._tell_one(untold, phase, at, now)
+
+    def _due(self, untold: Untold, now: float) -> tuple[str | None, float]:
+        """("start" | "end", the moment it is told) if its family should hear it now; (None, 0) if not yet."""
+        alert, repeat = untold.alert, self.settings.alert_repeat_mins * 60
+        if alert.ended_at is None:
+            phase, moment, last = "start", alert.started_at if untold.told is None else untold.reopened_at, \
+                untold.told_start_at
+        else:
+            phase, moment, last = "end", self._settled(alert, now), untold.told_end_at
+        if moment is None:
+            return None, 0.0
+        if last is None or moment >= last + repeat:  # (a sensor's clock may run a little ahead of ours)
+            return phase, moment
+        return (phase, last + repeat) if now >= last + repeat else (None, 0.0)  # told once in this time already
+
+    def _settled(self, alert: Alert, now: float) -> float | None:
+        """When an ended alert's end may be told: a reading's end once the readings have stayed fine for
+        ALERT_AFTER_MINS (the moment of the first reading that long after), a silence's or the syncs' at once."""
+        hold = self.settings.alert_after_mins * 60
+        if alert.kind not in SERIES_OF or hold <= 0:
+            return alert.ended_at
+        later = self.store.series(alert.device, SERIES_OF[alert.kind], alert.ended_at + hold, now)
+        return later[0][0] if later else None
+
+    def _tell_one(self, untold: Untold, phase: str, at: float, now: float) -> None:
+        alert = untold.alert
+        notes = start_notes(alert, self.tz, now=now) if phase == "start" else end_notes(alert, self.tz, now=now)
+        first_time = (untold.told_start_at if phase == "start" else untold.told_end_at) is None
+        identifier = f"{alert.identifier}-{phase}" + ("" if first_time else f"-{round(at * 1000)}")
+        self.book.queue(identifier, at, notes, PRIORITY[alert.kind])
+        self.book.mark_told([alert.identifier], phase, identifier, at, untold.told)
+
+    def _tell_group(self, kind: str, phase: str, members: list[tuple[Untold, float]], now: float) -> None:
+        """One announcement for many alerts of one kind told in one check ("30 sensors silent since 14:05: ...")."""
+        alerts = sorted((untold.alert for untold, _ in members), key=lambda a: ((a.name or "").lower(), a.device))
+        at = max(at for _, at in members)
+        key = json.dumps([kind, phase, sorted(a.identifier for a in alerts)])
+        identifier = f"tcsync-group-{hashlib.sha256(key.encode()).hexdigest()[:24]}-{phase}"
+        self.book.queue(identifier, at, group_notes(kind, phase, alerts, self.tz, now), PRIORITY[kind])
+        for was in {untold.told for untold, _ in members}:
+            self.book.mark_told([u.alert.identifier for u, _ in members if u.told == was], phase, identifier, at, was)
 
     # sending
     def send_pending(self) -> int:
@@ -481,6 +630,7 @@ class AlertWatch:
         try:
             work()
         except StoreError as e:  # the database is away: the next round tries again
+            self._store_was_away = True
             self.log("error", event="alert.check_failed", error=str(e)[:200])
 
     def stop(self) -> None:

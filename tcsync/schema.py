@@ -11,7 +11,8 @@ from tcsync.readings import READINGS, document_of
 
 # 3: readings as numbers (a table); 4: alerts and announcements (tables only); 5: readings in the events row (one
 # insert a delivery, as before 3: the table's second insert cost 8 % of POST / throughput); 6: an announcement's
-# last error, and no two announcements at one created_at (Nightscout before 15.0.7 would keep only one of them).
+# last error and priority, no two announcements at one created_at (Nightscout before 15.0.7 would keep only one of
+# them), and what each alert's family was told when (its episode: one start and one end per ALERT_REPEAT_MINS).
 SCHEMA_VERSION = 6
 # The one schema; the column types that differ between SQLite and PostgreSQL, side by side.
 COLUMN_TYPES = {
@@ -57,7 +58,13 @@ CREATE TABLE IF NOT EXISTS alerts (
     unit TEXT,
     detail TEXT,
     ended_at {time},
-    end_value {time}
+    end_value {time},
+    reopened_at {time},
+    told TEXT,
+    told_start TEXT,
+    told_start_at {time},
+    told_end TEXT,
+    told_end_at {time}
 );
 CREATE TABLE IF NOT EXISTS announcements (
     identifier TEXT PRIMARY KEY,
@@ -67,9 +74,11 @@ CREATE TABLE IF NOT EXISTS announcements (
     sent_at {time},
     dropped TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    priority INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS alerts_by_end ON alerts (ended_at);
+CREATE INDEX IF NOT EXISTS alerts_by_device ON alerts (kind, device, started_at);
 CREATE INDEX IF NOT EXISTS announcements_waiting ON announcements (sent_at, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS announcements_by_created_at ON announcements (created_at);
 CREATE INDEX IF NOT EXISTS runs_by_started_at ON runs (started_at);
@@ -92,8 +101,15 @@ UPGRADE_FROM_4 = {dialect: (*(f"ALTER TABLE events ADD COLUMN{exists} {column} {
                                                   ("postgres", " IF NOT EXISTS", "DOUBLE PRECISION"))}
 # Schemas 4 and 5 had no last_error; their announcements' times are made unique (and whole milliseconds) before
 # the unique index is made.
-UPGRADE_FROM_5 = {"sqlite": "ALTER TABLE announcements ADD COLUMN last_error TEXT",
-                  "postgres": "ALTER TABLE announcements ADD COLUMN IF NOT EXISTS last_error TEXT"}
+UPGRADE_FROM_5 = {dialect: (*(f"ALTER TABLE {table} ADD COLUMN{exists} {column} {kind}" for table, column, kind in (
+    ("announcements", "last_error", "TEXT"), ("announcements", "priority", "INTEGER NOT NULL DEFAULT 0"),
+    ("alerts", "reopened_at", time), ("alerts", "told", "TEXT"), ("alerts", "told_start", "TEXT"),
+    ("alerts", "told_start_at", time), ("alerts", "told_end", "TEXT"), ("alerts", "told_end_at", time))),
+    # before 6 a start and an end were queued as the alert opened and closed, whatever announcing was set to
+    "UPDATE alerts SET told = CASE WHEN ended_at IS NULL THEN 'start' ELSE 'end' END,"
+    " told_start = identifier || '-start', told_start_at = started_at,"
+    " told_end = CASE WHEN ended_at IS NULL THEN NULL ELSE identifier || '-end' END, told_end_at = ended_at")
+    for dialect, exists, time in (("sqlite", "", "REAL"), ("postgres", " IF NOT EXISTS", "DOUBLE PRECISION"))}
 BACKFILL_BATCH = 200  # events read per query while filling the readings of stored events: at most 13 MB of bodies
 
 

@@ -62,6 +62,7 @@ class Settings:
     temperature_range: tuple[float, float] | None = None  # °C; the status page marks readings outside it
     alert_after_mins: float = 15.0  # a temperature outside its range this long (by event times) is an alert
     sensor_silent_mins: float = 60.0  # a device whose newest event is this old is silent
+    alert_repeat_mins: float = 60.0  # at most one start and one end announcement per device and kind in this time
     ns_alerts: bool = True  # alerts become Nightscout announcements
     on_heroku: bool = False  # DYNO is set: the dyno's disk, and a SQLite file on it, is wiped at every restart
     missing: tuple[str, ...] = ()  # sync settings not given: syncs are refused, the web stays up
@@ -373,10 +374,12 @@ MAX_ALERT_MINS = 10080  # a week: a longer wait is no alert
 
 
 def _alerts(env, problems: list[str]) -> dict[str, float | bool]:
-    """ALERT_AFTER_MINS, SENSOR_SILENT_MINS, and whether NS_ALERTS is not off."""
+    """ALERT_AFTER_MINS, SENSOR_SILENT_MINS, ALERT_REPEAT_MINS, and whether NS_ALERTS is not off."""
     alert_after = _number(env, "ALERT_AFTER_MINS", 15.0, problems, MAX_ALERT_MINS, positive=False)
     silent_after = _number(env, "SENSOR_SILENT_MINS", 60.0, problems, MAX_ALERT_MINS)
+    repeat = _number(env, "ALERT_REPEAT_MINS", 60.0, problems, MAX_ALERT_MINS, positive=False)
     ns_alerts = env.get("NS_ALERTS", "").strip().lower() or "on"
     if ns_alerts not in ("on", "off"):
         problems.append(f"NS_ALERTS must be on or off, got {ns_alerts[:40]!r}")
-    return {"alert_after_mins": alert_after, "sensor_silent_mins": silent_after, "ns_alerts": ns_alerts != "off"}
+    return {"alert_after_mins": alert_after, "sensor_silent_mins": silent_after, "alert_repeat_mins": repeat,
+            "ns_alerts": ns_alerts != "off"}

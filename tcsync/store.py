@@ -208,7 +208,8 @@ class Store:
             for statement in UPGRADE_FROM_4[self.dialect]:
                 self._run(db, statement, ())
         if version in (4, 5):
-            self._run(db, UPGRADE_FROM_5[self.dialect], ())
+            for statement in UPGRADE_FROM_5[self.dialect]:
+                self._run(db, statement, ())
             rows, _ = self._run(db, "SELECT identifier, created_at FROM announcements ORDER BY created_at, identifier",
                                 ())
             self._run_many(db, "UPDATE announcements SET created_at = ? WHERE identifier = ?",

@@ -118,10 +118,13 @@ def test_a_warm_fridge_is_announced_once_when_it_starts_and_once_when_it_ends(ma
     temperature(app, "fridge1", 75, 5.1)  # back inside at 04:15, out for 1 h 5 min
     temperature(app, "fridge1", 80, 4.9)
     app.alerts.check()
+    assert len(sent(nightscout)) == 1 and alerts_of(app) == (200, {"alerts": []})  # ended, not yet told: 5 min fine
+    temperature(app, "fridge1", 90, 4.8)  # fine for ALERT_AFTER_MINS (15): now its end is told
+    app.alerts.check()
     assert [doc["notes"] for doc in sent(nightscout)] == [
         "Insulin fridge 9.8 °C: above 8 °C since 03:10",
         "Insulin fridge back in range: 5.1 °C at 04:15, out of range for 1 h 5 min"]
-    assert sent(nightscout)[1]["created_at"] == "2027-01-15T09:15:00.000Z"
+    assert sent(nightscout)[1]["created_at"] == "2027-01-15T09:30:00.000Z"  # when it was told: fine 15 min
     assert alerts_of(app) == (200, {"alerts": []})
     assert len(announcements(nightscout)) == 2
 
@@ -163,8 +166,9 @@ def test_each_device_is_judged_by_its_own_label_range_and_a_room_is_no_fridge(ma
 
 
 def test_a_silent_sensor_and_a_low_battery(make_app, nightscout):
-    clock = Clock(T0 + 30 * 60)
-    app, _ = make_app(clock=clock, SENSOR_SILENT_MINS="60")
+    clock = Clock(T0 - 60)  # the service runs from before: the silence counts from the sensor's newest event
+    app, _ = make_app(clock=clock, SENSOR_SILENT_MINS="60", ALERT_AFTER_MINS="0")
+    clock.now = T0 + 30 * 60
     temperature(app, "fridge1", 0, 5.0)
     deliver(app, body_of("b-1", "fridge1", "batteryStatus", {"batteryStatus": {"percentage": 15}}, T0))
     app.alerts.check()
@@ -275,7 +279,7 @@ def test_two_services_on_one_postgresql_database_announce_each_start_and_end_onc
     clock = Clock(T0 + 3600)
     first, _ = make_app(clock=clock, DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="10", **QUIET)
     second, _ = make_app(clock=clock, DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="10", **QUIET)
-    for minute, value in ((0, 5.0), (5, 9.0), (10, 9.2), (15, 9.5), (20, 4.0), (25, 4.1)):
+    for minute, value in ((0, 5.0), (5, 9.0), (10, 9.2), (15, 9.5), (20, 4.0), (25, 4.1), (30, 4.2)):
         temperature(first if minute % 2 else second, "fridge1", minute, value)  # the deliveries go either way
         for app in (first, second):
             app.alerts.check()

@@ -163,7 +163,7 @@ def test_announcements_of_one_moment_each_get_a_millisecond_of_their_own(make_ap
     app, _ = make_app()
     book = AlertBook(app.store)
     for identifier in ("x-end", "y-end", "x-end", "z-end"):  # x again: a re-queue changes nothing
-        book._queue(identifier, T0 + 0.0004, f"notes of {identifier}")
+        book.queue(identifier, T0 + 0.0004, f"notes of {identifier}")
     assert sorted(book.claim(T0)) == [(f"{name}-end", T0 + n / 1000, f"notes of {name}-end")
                                       for n, name in enumerate("xyz")]
 

@@ -127,9 +127,10 @@ def test_every_alert_start_and_end_is_one_announcement_kept_even_two_ending_at_o
     """A fridge out of range, then silent for an hour; its next reading, back in range, ends both alerts at one
     moment. Up to 15.0.6 Nightscout replaces a treatment by created_at and eventType: both ends stay only because
     each has a millisecond of its own. The first announcement's answer is lost: the re-send replaces only itself."""
-    clock = Clock(T0 + 60)
+    clock = Clock(T0 - 60)  # the service runs from before the readings: silence counts from the newest one
     app, log = make_app(clock=clock, NS_URL=losing.url, DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0",
                         SENSOR_SILENT_MINS="60")
+    clock.now = T0 + 60
     temperature(app, "fridge1", 0, 11.0)
     assert app.alerts.send_pending() == 0 and losing.lost == 1  # stored, but not known to be
     clock.now = T0 + 61 * 60
