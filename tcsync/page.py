@@ -188,7 +188,8 @@ class PageView:
     has_timer: bool
     next_at: float | None  # the timer's next sync
     recent_runs: list[dict] | None  # the newest runs, with the secret only; None if the store failed
-    open_alerts: tuple[Alert, ...]  # the alert watch's, as it last judged
+    open_alerts: tuple[Alert, ...]  # the alert watch's, as it last judged: the first few, the most urgent first
+    more_alerts: int  # how many more are open
     alert_history: list[tuple[Alert, str, str | None]] | None  # with the secret: 7 days, with their announcements
     drawn: PageData
     versions: str  # the libraries' versions, shown with the secret
@@ -228,8 +229,9 @@ def page_state(view: PageView) -> tuple[str, Markup]:
     if (view.last_run or {}).get("outcome") == "failed":
         return "failing", why_failed(view)
     if view.open_alerts:  # outranks ok: what is wrong with the fridge matters more than that syncs work
-        return "alert", join(fill(SENTENCES["alert"], name=alert.name or "Pump data", what=ALERT_WORDS[alert.kind],
-                                  since=time_html(alert.since, now, tz)) for alert in view.open_alerts)
+        more = fill(SENTENCES["more_alerts"], count=view.more_alerts) if view.more_alerts else Markup()
+        return "alert", join([*(fill(SENTENCES["alert"], name=alert.name or "Pump data", what=ALERT_WORDS[alert.kind],
+                                     since=time_html(alert.since, now, tz)) for alert in view.open_alerts), more])
     if view.last_ok is None:
         first = "first_timer" if view.has_timer else "first_no_timer"
         return "ok", fill(SENTENCES["idle"], first=fill(SENTENCES[first]))
@@ -418,6 +420,7 @@ SENTENCES = {name: string.Template(text) for name, text in {
                  "keep the service awake?",
     "ok": "Syncs work: the last one succeeded $when.",
     "alert": "$name $what since $since. ",
+    "more_alerts": "And $count more alerts: /alerts lists them. ",
     "no_syncs": "No syncs in the last 24 hours.",
     "idle": "Ready: no sync has run yet. $first",
     "first_timer": "The timer starts the first one in a few seconds.",

@@ -136,6 +136,13 @@ def check_params(params: dict[str, str], allowed: tuple[str, ...]) -> None:
             raise HTTPError(400, f"unknown parameter {name[:40]!r}; this route takes {', '.join(allowed) or 'none'}")
 
 
+def offset_param(params: dict[str, str]) -> int:
+    raw = params.get("offset", "0").strip()
+    if not (is_digits(raw) and len(raw) <= 9):
+        raise HTTPError(400, f"offset must be a whole number from 0, got {raw[:40]!r}")
+    return int(raw)
+
+
 def limit_param(params: dict[str, str]) -> int:
     raw = params.get("limit", "50").strip()
     if not (is_digits(raw) and len(raw) <= 4 and 1 <= int(raw) <= 1000):

@@ -29,7 +29,7 @@ from tcsync.page import (
 from tcsync.readings import Delivery, iso
 from tcsync.receiver import Rejected, parse_delivery, secret_matches, verify_delivery
 from tcsync.request import (
-    HTTPError, Request, Response, check_params, json_response, limit_param, sync_options, text_response,
+    HTTPError, Request, Response, check_params, json_response, limit_param, offset_param, sync_options, text_response,
 )
 from tcsync.settings import Settings
 from tcsync.store import QueryRefused, Store, StoreError
@@ -39,6 +39,9 @@ STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HT
 MAX_DELIVERY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 4096
 ALERT_HISTORY_SECS = 7 * 86400  # ended alerts listed with the secret (/alerts, the status page)
+ALERTS_PUBLIC = 50  # open alerts /alerts lists without the secret (then how many more)
+ALERTS_PAGE = 500  # and with it, a page at a time (offset)
+PAGE_ALERTS = 5  # open alerts the status page's sentence names (then how many more)
 # Exports at once: each may hold a worker thread for as long as its reader takes (waitress has 8); more wait
 # EXPORT_RETRY_SECS (503 with Retry-After).
 EXPORTS_AT_ONCE = 2
@@ -339,6 +342,7 @@ class App:
         """What the status page shows, read from the parts: the store's failure first, before this page reads."""
         syncer, timer, store_failure = self.syncer, self.timer, self.store.failure
         last_run, current, paused_until = syncer.last_run, syncer.current, syncer.paused_until
+        open_alerts = self.alerts.open_alerts()  # the most urgent kind first
         drawn = self.page_data(now)
         recent_runs = alert_history = None
         if authorized:
@@ -356,7 +360,8 @@ class App:
             events=events, store_failure=store_failure, store_where=self.store.path, store_dialect=self.store.dialect,
             last_run=last_run, current=current, paused_until=paused_until, started_at=syncer.started_at,
             has_timer=timer is not None, next_at=timer.next_at if timer else None, recent_runs=recent_runs,
-            open_alerts=tuple(self.alerts.open_alerts()), alert_history=alert_history, drawn=drawn,
+            open_alerts=tuple(open_alerts[:PAGE_ALERTS]), more_alerts=max(0, len(open_alerts) - PAGE_ALERTS),
+            alert_history=alert_history, drawn=drawn,
             versions=self.versions, nightscout=dict(syncer.nightscout))
 
     @staticmethod
@@ -464,12 +469,21 @@ class App:
     def alerts_route(self, request: Request) -> Response:
         """Public, for a monitor: 200 while nothing is wrong, 503 while an alert is open; with the secret, also
         those that ended in the last 7 days."""
-        check_params(request.params(), ())
-        document: dict = {"alerts": [alert.as_json() for alert in self.alerts.open_alerts()]}
-        if self._is_authorized(request):
+        params = request.params()
+        authorized = self._is_authorized(request)
+        check_params(params, ("offset",) if authorized else ())
+        open_alerts = self.alerts.open_alerts()  # the most urgent kind first
+        first = offset_param(params) if authorized else 0
+        shown = open_alerts[first:first + (ALERTS_PAGE if authorized else ALERTS_PUBLIC)]
+        document: dict = {"alerts": [alert.as_json() for alert in shown]}
+        if first + len(shown) < len(open_alerts):  # bounded whatever the number of devices
+            document["more"] = len(open_alerts) - first - len(shown)
+            if authorized:
+                document["next_offset"] = first + len(shown)
+        if authorized:
             recent = self.alerts.book.recent(self.clock() - ALERT_HISTORY_SECS)
             document["ended"] = [alert.as_json() for alert, _, _ in recent if alert.ended_at is not None]
-        return json_response(503 if document["alerts"] else 200, document)
+        return json_response(503 if open_alerts else 200, document)
 
 
 class _Releasing:
