@@ -209,8 +209,8 @@ def why_failed(view: PageView) -> Markup:
     return fill(SENTENCES["why"], when=when, error=error, advice=f" {advice}." if advice else "")
 
 
-def page_state(view: PageView) -> tuple[str, Markup]:
-    """The badge's word and the header's sentence: what is wrong and what to do."""
+def problem_state(view: PageView) -> tuple[str, Markup] | None:
+    """A sync or settings problem's badge word and sentence, the first that applies, or None."""
     now, tz = view.now, view.tz
     if view.missing:
         return "not configured", fill(SENTENCES["not configured"], missing=", ".join(view.missing))
@@ -228,14 +228,32 @@ def page_state(view: PageView) -> tuple[str, Markup]:
         return "stale", fill(SENTENCES["stale"], since=since, limit=f"{view.stale_mins:g}", why=why_failed(view))
     if (view.last_run or {}).get("outcome") == "failed":
         return "failing", why_failed(view)
-    if view.open_alerts:  # outranks ok: what is wrong with the fridge matters more than that syncs work
-        more = fill(SENTENCES["more_alerts"], count=view.more_alerts) if view.more_alerts else Markup()
-        return "alert", join([*(fill(SENTENCES["alert"], name=alert.name or "Pump data", what=ALERT_WORDS[alert.kind],
-                                     since=time_html(alert.since, now, tz)) for alert in view.open_alerts), more])
+    return None
+
+
+def page_state(view: PageView) -> tuple[tuple[str, ...], Markup]:
+    """The badges' words, the most urgent first, and the header's sentence: what is wrong and what to do.
+
+    An open alert and a sync or settings problem both show, the alert first: a family must not miss the fridge
+    because a sync failed meanwhile. "ok" only when there is neither."""
+    now, tz = view.now, view.tz
+    badges, sentences = [], []
+    if view.open_alerts:
+        badges.append("alert")
+        sentences.extend(fill(SENTENCES["alert"], name=alert.name or "Pump data", what=ALERT_WORDS[alert.kind],
+                              since=time_html(alert.since, now, tz)) for alert in view.open_alerts)
+        if view.more_alerts:  # the first few, the most urgent first: the page stays small whatever is open
+            sentences.append(fill(SENTENCES["more_alerts"], count=view.more_alerts))
+    problem = problem_state(view)
+    if problem:
+        badges.append(problem[0])
+        sentences.append(problem[1])
+    if badges:
+        return tuple(badges), Markup(" ".join(sentences))
     if view.last_ok is None:
         first = "first_timer" if view.has_timer else "first_no_timer"
-        return "ok", fill(SENTENCES["idle"], first=fill(SENTENCES[first]))
-    return "ok", fill(SENTENCES["ok"], when=time_html(view.last_ok, now, tz))
+        return ("ok",), fill(SENTENCES["idle"], first=fill(SENTENCES[first]))
+    return ("ok",), fill(SENTENCES["ok"], when=time_html(view.last_ok, now, tz))
 
 
 def facts_html(view: PageView) -> Markup:
@@ -324,17 +342,20 @@ def footer_html(receiver: Markup, versions: str, zone: Markup, answers_post: boo
                 secret_form=fill(PARTS["secret_form"], what=form_shows) if form_shows else Markup())
 
 
-def frame(state: str, sentence: Markup, answers_post: bool, **parts: Markup) -> str:
-    """The page around the parts given (the others empty): the state's badge and tab icon, its sentence, and a
-    reload every minute unless it answers a form (it would come back without the secret)."""
+def frame(badges: tuple[str, ...], sentence: Markup, answers_post: bool, **parts: Markup) -> str:
+    """The page around the parts given (the others empty): its badges (the first, the most urgent, gives the tab
+    icon's colour), its sentence, and a reload every minute unless it answers a form (it would come back without
+    the secret)."""
     empty = dict.fromkeys(("alerts", "wrong_secret", "buttons", "facts", "syncs", "sensors", "runs", "footer"), "")
-    return fill(STATUS_PAGE, state=state, state_class=state.replace(" ", "-"), sentence=sentence, icon=tab_icon(state),
+    badge_html = Markup(" ".join(fill(PARTS["badge"], word=word, state_class=word.replace(" ", "-"), id=badge_id)
+                                 for word, badge_id in zip(badges, BADGE_IDS, strict=False)))
+    return fill(STATUS_PAGE, title=", ".join(badges), badges=badge_html, sentence=sentence, icon=tab_icon(badges[0]),
                 refresh=Markup() if answers_post else fill(PARTS["refresh"]), **{**empty, **parts})
 
 
 def render_status(view: PageView) -> str:
     """The status page: state and what to do, times, the sync strip, sensor cards; runs only with the secret."""
-    state, sentence = page_state(view)
+    badges, sentence = page_state(view)
     data = view.drawn
     versions = f"tcsync_wsgi {__version__}"
     if view.authorized:
@@ -344,7 +365,7 @@ def render_status(view: PageView) -> str:
         else ""
     # The buttons come back to a page like this one: with the secret in its address only if it had it there.
     then = "page" if view.answers_post else "/?secret" if view.secret_in_address else "/"
-    return frame(state, sentence, view.answers_post, alerts=header_notes(view), facts=facts_html(view),
+    return frame(badges, sentence, view.answers_post, alerts=header_notes(view), facts=facts_html(view),
                  syncs=fill(PARTS["syncs"], strip=data.strip,
                             summary=data.summary_with_errors if view.authorized else data.summary),
                  sensors=fill(PARTS["sensors"], cards=data.cards) if view.receiver_on else Markup(),
@@ -380,7 +401,7 @@ def render_problems(view: ProblemsView) -> str:
     footer = footer_html(fill(SENTENCES["receiver_settings"]), f"tcsync_wsgi {__version__}" + (
         f"; {view.versions}" if view.authorized else ""), Markup(), view.answers_post,
         "the value each setting got" if offer_form else "")
-    return frame("settings", fill(SENTENCES["settings"]), view.answers_post, alerts=fix, footer=footer,
+    return frame(("settings",), fill(SENTENCES["settings"]), view.answers_post, alerts=fix, footer=footer,
                  wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup())
 
 
@@ -397,6 +418,7 @@ FAILURE_ADVICE = (  # a sync's error -> what to do, as the README's Troubleshoot
      "Fix that setting in the Config Vars or the settings file; tconnectsync also reads a .env file in the service's "
      "folder, which this service does not check"),
 )
+BADGE_IDS = ("state", "problem")  # the first badge, the page's state; the second, a sync or settings problem
 ALERT_WORDS = {"out_of_range": "out of range", "silent": "silent", "battery_low": "battery low",
                "sync_failing": "not reaching Nightscout"}
 DATABASE_ADVICE = {
@@ -419,8 +441,8 @@ SENTENCES = {name: string.Template(text) for name, text in {
     "why_quiet": "No sync ran lately: is a timer set (TCONNECTSYNC_HEROKU_INTERVAL_MINS), and does your uptime monitor "
                  "keep the service awake?",
     "ok": "Syncs work: the last one succeeded $when.",
-    "alert": "$name $what since $since. ",
-    "more_alerts": "And $count more alerts: /alerts lists them. ",
+    "alert": "$name $what since $since.",
+    "more_alerts": "And $count more alerts: /alerts lists them.",
     "no_syncs": "No syncs in the last 24 hours.",
     "idle": "Ready: no sync has run yet. $first",
     "first_timer": "The timer starts the first one in a few seconds.",

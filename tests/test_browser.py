@@ -270,6 +270,45 @@ def test_a_sensor_out_of_range_and_markup_in_names_and_errors(make_app, tmp_path
             tab.check("out-of-range")
 
 
+ALERT_END = """() => {  // how far down the page the alert's sentence ends: it runs to its first time
+    const sentence = document.querySelector('.sentence'), range = document.createRange();
+    range.setStart(sentence, 0);
+    range.setEndAfter(sentence.querySelector('time'));
+    return range.getBoundingClientRect().bottom + window.scrollY;
+}"""
+
+
+def test_a_fridge_out_of_range_while_syncs_fail_shows_both_badges_the_alert_first(make_app, nightscout, tmp_path,
+                                                                                  tabs):
+    now = time.time()
+    history(tmp_path / "tcsync.sqlite3", now, failing_since=40 * 60)
+    app, _ = make_app(DT_TEMPERATURE_RANGE="2..8")
+    readings = fridge_curve(now, hours=6, door_open_since=50 * 60)
+    outside = [(at, value) for at, value in readings if not 2 <= value <= 8]
+    nightscout.close()  # Nightscout is down: the last sync failed
+    with served(app) as address:
+        assert request(address, "GET", "/update", bearer())[0] == 502
+        deliver_sensor(address, "fridge1", "Insulin fridge", readings)
+        for tab in tabs:
+            page = tab.open(address)
+            since = clock_text(outside[0][0], time.time(), app.tz)
+            alert, problem = page.locator("#state"), page.locator("#problem")
+            assert (alert.is_visible(), alert.text_content(), problem.is_visible(), problem.text_content()) == (
+                True, "alert", True, "failing")
+            red = "rgb(207, 34, 46)"  # --fail
+            assert [badge.evaluate("badge => getComputedStyle(badge).backgroundColor")
+                    for badge in (alert, problem)] == [red, red]
+            assert page.title() == "alert, failing · tconnectsync service"
+            sentence = page.text_content(".sentence")
+            assert sentence.startswith(f"Insulin fridge out of range since {since} (")
+            assert ("). The last sync failed at " in sentence and sentence.endswith(
+                "; enter the service's secret at the bottom of this page to see why. The next sync tries again."))
+            assert page.locator(".sentence").is_visible()
+            if tab.name == "phone":  # on a phone the alert's words are on the first screen, without scrolling
+                assert page.evaluate(ALERT_END) <= VIEWPORTS["phone"]["height"]
+            tab.check("alert-and-failing", dark=True)
+
+
 def test_settings_problems_get_a_red_badge_and_the_page_names_them(tmp_path, tabs):
     settings = read_settings({"TCONNECTSYNC_HEROKU_DB": str(tmp_path / "db.sqlite3"), "TCONNECTSYNC_HEROKU_SECRET":
                               SERVICE_SECRET, "TCONNECTSYNC_HEROKU_INTERVAL_MINS": "five", "TCONNECT_REGION": "eu"})

@@ -9,6 +9,7 @@ import pytest
 from conftest import SERVICE_SECRET, LogLines, bearer, call, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
+from test_alerts import QUIET, Clock, temperature
 
 import tcsync_wsgi
 from tcsync.log import Log
@@ -33,6 +34,13 @@ def state_of(page: bytes) -> str:
 def sentence_of(page: bytes) -> str:
     """The header's sentence as a person reads it (tags dropped)."""
     return re.sub(r"<[^>]+>", "", re.search(rb'<p class="sentence">(.*?)</p>', page, re.S)[1].decode())
+
+
+def badges_of(page: bytes) -> list[tuple[str, str, str]]:
+    """The heading's badges, in order: (id, class, word) of each."""
+    heading = re.search(rb"<h1>(.*?)</h1>", page, re.S)[1].decode()
+    return [(badge_id, cls, word) for cls, badge_id, word in
+            re.findall(r'<span class="badge ([^"]*)" id="([^"]*)">([^<]*)</span>', heading)]
 
 
 def run_row(run_id, started_at, outcome="ok", error=None, trigger="timer"):
@@ -326,6 +334,95 @@ def test_paused_says_until_when_and_how_to_retry_and_then_what_failed(make_app, 
                                       "(HTTP 401): check TCONNECT_EMAIL, TCONNECT_PASSWORD and TCONNECT_REGION. Log in "
                                       "at Tandem Source with the same email and password to check them, and check that "
                                       "TCONNECT_REGION is the region of your account (US, or EU for a European one).")
+
+
+# An open alert and a sync or settings problem: both show, the alert first ------------------
+
+FRIDGE_ALERT = "Insulin fridge out of range since 03:05 (55 min ago)."
+
+
+def icon_colour(page: bytes) -> str:
+    """The tab icon's colour: the dot's fill in its data: URL."""
+    return html.unescape(re.search(rb'<link rel="icon" href="([^"]*)">', page)[1].decode()).split("fill='%23")[1][:6]
+
+
+def warm_fridge(app):
+    """The fridge read 9.4 °C at 03:05 (ALERT_AFTER_MINS=0: an alert at once); the clock is at 04:00."""
+    temperature(app, "fridge1", 5, 9.4)
+    app.alerts.check()
+    assert "out_of_range" in [alert.kind for alert in app.alerts.open_alerts()]
+
+
+def failed_sync(app, tandem, nightscout):
+    tandem.mode = "503"
+    assert sync(app).outcome == "failed"
+
+
+def stale_sync(app, tandem, nightscout):
+    app.clock.now -= 2 * 3600  # a sync that worked at 02:00, two hours before the page is read
+    assert sync(app).outcome == "ok"
+    app.clock.now += 2 * 3600
+
+
+def refused_login(app, tandem, nightscout):
+    tandem.password = "changed-on-tandem"
+    assert sync(app).error == CREDENTIALS_REFUSED
+
+
+SYNCS_ALERT = "Pump data not reaching Nightscout since 02:00 (2 h ago)."  # stale for 60 minutes: an alert too
+PROBLEMS = {  # how each comes about, its settings, the alerts' sentence and its own on the public page
+    "failing": (failed_sync, {}, FRIDGE_ALERT, "The last sync failed at 04:00 (just now); enter the service's "
+                                               "secret at the bottom of this page to see why. The next sync tries "
+                                               "again."),
+    "stale": (stale_sync, {"TCONNECTSYNC_HEROKU_STALE_MINS": "60"}, f"{SYNCS_ALERT} {FRIDGE_ALERT}",
+              "No successful sync since 02:00 (2 h ago), more than 60 minutes (TCONNECTSYNC_HEROKU_STALE_MINS), so "
+              "the health check now tells your uptime monitor that syncs stopped. No sync ran lately: is a timer set "
+              "(TCONNECTSYNC_HEROKU_INTERVAL_MINS), and does your uptime monitor keep the service awake?"),
+    "paused": (refused_login, {}, FRIDGE_ALERT,
+               f"{CREDENTIALS_REFUSED}. Timed syncs and monitor pings wait until 10:00 (in 6 h) (each failed login "
+               "counts toward Tandem's account lockout); once the credentials are right, Sync now on the page opened "
+               "with the secret tries again at once."),
+    "not configured": (lambda *_: None, {"NS_URL": ""}, FRIDGE_ALERT,
+                       "Set NS_URL (on Heroku: Settings → Reveal Config Vars): syncs are refused until they are set."),
+}
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_an_open_alert_shows_beside_a_sync_problem_first_and_as_large(make_app, tandem, nightscout, problem):
+    make_problem, settings, alerts_sentence, problem_sentence = PROBLEMS[problem]
+    app, _ = make_app(clock=Clock(NOW + 3600), DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET,
+                      **settings)
+    make_problem(app, tandem, nightscout)
+    problem_class = "s-" + problem.replace(" ", "-")
+    assert badges_of(call(app)[2]) == [("state", problem_class, problem)]  # the problem alone: as before
+    warm_fridge(app)
+    page = call(app)[2]
+    assert badges_of(page) == [("state", "s-alert", "alert"), ("problem", problem_class, problem)]
+    assert sentence_of(page) == f"{alerts_sentence} {problem_sentence}"
+    assert f"<title>alert, {problem} · tconnectsync service</title>".encode() in page
+    assert icon_colour(page) == "cf222e"  # the alert's red, even beside paused's amber or not configured's grey
+
+
+def test_an_alert_alone_has_the_one_red_alert_badge(make_app):
+    app, _ = make_app(clock=Clock(NOW + 3600), DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET)
+    warm_fridge(app)
+    page = call(app)[2]
+    assert badges_of(page) == [("state", "s-alert", "alert")]
+    assert sentence_of(page) == FRIDGE_ALERT
+    assert "<title>alert · tconnectsync service</title>".encode() in page and icon_colour(page) == "cf222e"
+
+
+def test_two_open_alerts_and_a_failure_name_each_alert_then_the_failure(make_app, tandem, nightscout):
+    app, _ = make_app(clock=Clock(NOW + 3600), DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET)
+    failed_sync(app, tandem, nightscout)
+    warm_fridge(app)
+    temperature(app, "freezer1", 20, -10.0, {"name": "Freezer", "temperature_range": "-25..-15"})
+    app.alerts.check()
+    page = call(app)[2]
+    assert [word for _, _, word in badges_of(page)] == ["alert", "failing"]
+    assert sentence_of(page) == (f"{FRIDGE_ALERT} Freezer out of range since 03:20 (40 min ago). The last sync failed "
+                                 "at 04:00 (just now); enter the service's secret at the bottom of this page to see "
+                                 "why. The next sync tries again.")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
