@@ -374,7 +374,7 @@ PROBLEMS = {  # how each comes about, its settings, the alerts' sentence and its
     "failing": (failed_sync, {}, FRIDGE_ALERT, "The last sync failed at 04:00 (just now); enter the service's "
                                                "secret at the bottom of this page to see why. The next sync tries "
                                                "again."),
-    "stale": (stale_sync, {"TCONNECTSYNC_HEROKU_STALE_MINS": "60"}, f"{SYNCS_ALERT} {FRIDGE_ALERT}",
+    "stale": (stale_sync, {"TCONNECTSYNC_HEROKU_STALE_MINS": "60"}, f"{FRIDGE_ALERT} {SYNCS_ALERT}",  # urgent first
               "No successful sync since 02:00 (2 h ago), more than 60 minutes (TCONNECTSYNC_HEROKU_STALE_MINS), so "
               "the health check now tells your uptime monitor that syncs stopped. No sync ran lately: is a timer set "
               "(TCONNECTSYNC_HEROKU_INTERVAL_MINS), and does your uptime monitor keep the service awake?"),
