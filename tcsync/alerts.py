@@ -22,8 +22,10 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import threading
 import time
+import unicodedata
 import zoneinfo
 from collections.abc import Callable
 
@@ -61,8 +63,9 @@ class Alert:
     end_value: float | None = None
 
     def as_json(self) -> dict:
-        """As /alerts lists it."""
-        shown = {"kind": self.kind, "device": self.device, "name": self.name, "since": iso(self.since),
+        """As /alerts lists it: the name made safe (safe_name), as in the announcements; the database keeps it whole."""
+        name = None if self.name is None else safe_name(self.name, self.device)
+        shown = {"kind": self.kind, "device": self.device, "name": name, "since": iso(self.since),
                  "started_at": iso(self.started_at), "detail": self.detail or None}
         if self.value is not None:
             shown.update(value=self.value, unit=self.unit)
@@ -128,12 +131,54 @@ def range_of(labels: dict, is_humidity_sensor: bool, default: tuple[float, float
 
 # -- the words, in the pump's time zone
 
+NAME_LIMIT = 64  # characters of a device's name in a note, /alerts and on the page, the … included
+DETAIL_LIMIT = 160  # characters of outside text (a sync's error) in a note
+NOTE_LIMIT = 300  # characters of a whole note: Nightscout shows it on its pages and pushes it to phones
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # not the locale's
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# A terminal's escape sequences, whole: CSI (ESC [ 31 m: colours, cursor moves) and OSC (ESC ] ... BEL or ESC \:
+# titles, hyperlinks). Removing only the ESC would leave "[31m" in the text.
+TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\|$)")
+# Characters that Markdown or HTML give meaning to: tags, links, images, emphasis, code, headings, entities.
+# Each becomes a space: a space means nothing to either, cannot pose as another character (as a look-alike
+# could), and keeps the words on both sides apart ("Fridge_2" -> "Fridge 2", "a<b" -> "a b").
+MARKUP_CHARACTERS = str.maketrans(dict.fromkeys("<>[]()`*_#&", " "))
+INVISIBLE_CATEGORIES = ("Cc", "Cf", "Cs")  # controls; formats (bidi controls, zero widths); lone surrogates
+
+
+def shorten(text: str, limit: int) -> str:
+    """The text if it fits in limit characters, else cut to fit with '…' (the … counted)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit - 1].rstrip() + "…"
+
+
+def plain_text(text: str, limit: int) -> str:
+    """Outside text made safe for a note: escape sequences and invisible characters removed, the markup
+    characters replaced by spaces, every run of whitespace (newlines too) one space, at most limit characters."""
+    text = TERMINAL_ESCAPE.sub("", text)
+    text = "".join(" " if char.isspace() else char for char in text
+                   if char.isspace() or unicodedata.category(char) not in INVISIBLE_CATEGORIES)
+    return shorten(" ".join(text.translate(MARKUP_CHARACTERS).split()), limit)
+
+
+def safe_name(name: str | None, fallback: str | None = None) -> str:
+    """A device's name as a note, /alerts and a phone may show it (plain_text, at most NAME_LIMIT characters);
+    a name with nothing left falls back to the fallback (the device id), made safe too, else 'a sensor'."""
+    return (plain_text(name or "", NAME_LIMIT) or plain_text(fallback or "", NAME_LIMIT)) or "a sensor"
+
+
+def bounded_note(text: str) -> str:
+    """A note at most NOTE_LIMIT characters long."""
+    return shorten(text, NOTE_LIMIT)
+
+
 def clock(ts: float, tz: dt.tzinfo, day_of: float | None = None) -> str:
-    """'14:05', or 'Nov 20 14:05' when it is not the day of day_of; never raises."""
+    """'14:05', or 'Sat 6 Dec 14:05' when it is not the day of day_of (both in tz); never raises."""
     try:
         local = dt.datetime.fromtimestamp(ts, tz)
         if day_of is not None and local.date() != dt.datetime.fromtimestamp(day_of, tz).date():
-            return f"{local:%b} {local.day} {local:%H:%M}"
+            return f"{WEEKDAYS[local.weekday()]} {local.day} {MONTHS[local.month - 1]} {local:%H:%M}"
         return f"{local:%H:%M}"
     except (OverflowError, OSError, ValueError):
         return "an unknown time"
@@ -153,27 +198,41 @@ def degrees(value: float | None) -> str:
     return "?" if value is None else f"{value:.1f} °C"
 
 
-def start_notes(alert: Alert, tz: dt.tzinfo, now: float | None = None) -> str:
-    when = clock(alert.since, tz, alert.started_at)
+def start_notes(alert: Alert, tz: dt.tzinfo, *, now: float | None = None) -> str:
+    """The start's announcement, at most NOTE_LIMIT characters. Its times name their day unless it is the day of
+    now (the moment the note is written); without now, 'since' names its day unless it is the day the alert
+    started, and the others never do."""
+    return bounded_note(start_words(alert, tz, now))
+
+
+def end_notes(alert: Alert, tz: dt.tzinfo, *, now: float | None = None) -> str:
+    """The end's announcement, at most NOTE_LIMIT characters; its time names its day unless it is the day of now
+    (without now: never)."""
+    return bounded_note(end_words(alert, tz, now))
+
+
+def start_words(alert: Alert, tz: dt.tzinfo, now: float | None) -> str:
+    name, detail = safe_name(alert.name, alert.device), plain_text(alert.detail, DETAIL_LIMIT)
+    when = clock(alert.since, tz, alert.started_at if now is None else now)
     if alert.kind == "out_of_range":
-        return f"{alert.name} {degrees(alert.value)}: {alert.detail} since {when}"
+        return f"{name} {degrees(alert.value)}: {detail} since {when}"
     if alert.kind == "silent":
-        return f"{alert.name} has sent nothing since {when}"
+        return f"{name} has sent nothing since {when}"
     if alert.kind == "battery_low":
-        return f"{alert.name} battery low: {alert.value:g} % at {clock(alert.started_at, tz)}"
-    reason = f": {alert.detail}" if alert.detail else ""
+        return f"{name} battery low: {alert.value:g} % at {clock(alert.started_at, tz, now)}"
+    reason = f": {detail}" if detail else ""
     return f"Pump data has not reached Nightscout since {when}{reason}"
 
 
-def end_notes(alert: Alert, tz: dt.tzinfo, now: float | None = None) -> str:
-    ended_at = alert.ended_at or alert.started_at
-    when, lasted = clock(ended_at, tz), duration(ended_at - alert.since)
+def end_words(alert: Alert, tz: dt.tzinfo, now: float | None) -> str:
+    name, ended_at = safe_name(alert.name, alert.device), alert.ended_at or alert.started_at
+    when, lasted = clock(ended_at, tz, now), duration(ended_at - alert.since)
     if alert.kind == "out_of_range":
-        return f"{alert.name} back in range: {degrees(alert.end_value)} at {when}, out of range for {lasted}"
+        return f"{name} back in range: {degrees(alert.end_value)} at {when}, out of range for {lasted}"
     if alert.kind == "silent":
-        return f"{alert.name} reports again at {when}, after {lasted} without a word"
+        return f"{name} reports again at {when}, after {lasted} without a word"
     if alert.kind == "battery_low":
-        return f"{alert.name} battery back to {alert.end_value:g} % at {when}"
+        return f"{name} battery back to {alert.end_value:g} % at {when}"
     return f"Pump data reaches Nightscout again: a sync succeeded at {when}, after {lasted} without one"
 
 
@@ -186,10 +245,10 @@ GROUP_NAMES = 2  # names a grouped note gives before "and N more"
 def group_notes(kind: str, phase: str, alerts: list[Alert], tz: dt.tzinfo, now: float) -> str:
     """'30 sensors silent since 14:05: Insulin fridge, Freezer and 28 more' (the earliest start, the latest end)."""
     moment = min(a.since for a in alerts) if phase == "start" else max(a.ended_at or a.started_at for a in alerts)
-    named = [a.name or a.device or "?" for a in alerts[:GROUP_NAMES]]
+    named = [safe_name(a.name, a.device) for a in alerts[:GROUP_NAMES]]
     more = len(alerts) - len(named)
-    return f"{len(alerts)} sensors {GROUP_WORDS[kind, phase]} {clock(moment, tz)}: {', '.join(named)}" + (
-        f" and {more} more" if more else "")
+    return bounded_note(f"{len(alerts)} sensors {GROUP_WORDS[kind, phase]} {clock(moment, tz, now)}: "
+                        f"{', '.join(named)}" + (f" and {more} more" if more else ""))
 
 
 # -- the rows: alerts and the outbox of announcements, in the store's tables

@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Iterable
 
 from tcsync import __version__
-from tcsync.alerts import Alert, range_of
+from tcsync.alerts import NAME_LIMIT, Alert, range_of, shorten
 from tcsync.charts import DAY_SECS, band_text, chart_html, out_of_range, out_since, strip_html, thin
 from tcsync.homescreen import tab_icon
 from tcsync.markup import (
@@ -30,6 +30,12 @@ from tcsync.sync import CREDENTIALS_REFUSED, Run
 
 PAGE_DATA_SECS = SHARED_STATE_SECS  # how long the page reuses what it read from the store (see web.App.page_data)
 MAX_CARDS = 12  # sensor cards drawn: a family has a few sensors (the bench has 50); the others are counted
+
+
+def shown_name(name: str) -> str:
+    """A name from a delivery as the page shows it: cut to NAME_LIMIT characters with … (as in the announcements),
+    escaped by fill(), in <bdi> in the templates (its bidi controls cannot reorder the words around it)."""
+    return shorten(name, NAME_LIMIT)
 
 
 def failure_advice(error: str) -> str:
@@ -61,7 +67,7 @@ def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now:
                 band: tuple[float, float] | None, notes: Iterable[Markup] = ()) -> tuple[Markup, Markup | None]:
     """A device's card (Store.sensors() item; series by kind from Store.series(); notes: its open alerts, a bad
     range label) and, when its temperature is outside the band now, the header's alert."""
-    readings, name = sensor["readings"], sensor["name"] or sensor["device"]
+    readings, name = sensor["readings"], shown_name(sensor["name"] or sensor["device"])
 
     def when(kind: str) -> Markup:
         return time_html(stamp(readings[kind]["at"]), now, tz)
@@ -240,8 +246,9 @@ def page_state(view: PageView) -> tuple[tuple[str, ...], Markup]:
     badges, sentences = [], []
     if view.open_alerts:
         badges.append("alert")
-        sentences.extend(fill(SENTENCES["alert"], name=alert.name or "Pump data", what=ALERT_WORDS[alert.kind],
-                              since=time_html(alert.since, now, tz)) for alert in view.open_alerts)
+        sentences.extend(fill(SENTENCES["alert"], name=shown_name(alert.name or "Pump data"),
+                              what=ALERT_WORDS[alert.kind], since=time_html(alert.since, now, tz))
+                         for alert in view.open_alerts)
         if view.more_alerts:  # the first few, the most urgent first: the page stays small whatever is open
             sentences.append(fill(SENTENCES["more_alerts"], count=view.more_alerts))
     problem = problem_state(view)
@@ -311,7 +318,7 @@ def alerts_html(view: PageView) -> Markup:
     """The secret's list of the last 7 days' alerts: start, end, what, what Nightscout was told."""
     if view.alert_history is None:
         return Markup()
-    rows = join(fill(PARTS["alert_row"], what=f"{alert.name or 'Pump data'} {ALERT_WORDS[alert.kind]}",
+    rows = join(fill(PARTS["alert_row"], name=shown_name(alert.name or "Pump data"), what=ALERT_WORDS[alert.kind],
                      start=time_html(alert.started_at, view.now, view.tz),
                      end=time_html(alert.ended_at, view.now, view.tz) if alert.ended_at else "open",
                      told=start_fate + (f"; end {end_fate}" if end_fate else ""))
@@ -441,7 +448,7 @@ SENTENCES = {name: string.Template(text) for name, text in {
     "why_quiet": "No sync ran lately: is a timer set (TCONNECTSYNC_HEROKU_INTERVAL_MINS), and does your uptime monitor "
                  "keep the service awake?",
     "ok": "Syncs work: the last one succeeded $when.",
-    "alert": "$name $what since $since.",
+    "alert": "<bdi>$name</bdi> $what since $since.",
     "more_alerts": "And $count more alerts: /alerts lists them.",
     "no_syncs": "No syncs in the last 24 hours.",
     "idle": "Ready: no sync has run yet. $first",

@@ -1,20 +1,30 @@
 """Alerts through the real service: signed deliveries with their own event times, the fake Nightscout recording
 announcements, the fake Tandem failing; /alerts and the page. The clock is the app's, moved by hand."""
 
+import dataclasses
 import hashlib
+import html
 import json
 import time
+import zoneinfo
 
 import jwt
 import pytest
 from conftest import DT_SECRET, bearer, call, request, served
 
+from tcsync.alerts import Alert, bounded_note, duration, end_notes, onset, recovery, safe_name, start_notes
 from tcsync.alerts import clock as clock_words
-from tcsync.alerts import duration, onset, recovery
 from tcsync.readings import iso
 
 QUIET = {"SENSOR_SILENT_MINS": "1440"}  # no silences in the tests about other alerts
-T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, 03:00 in New York (the tests' TIMEZONE_NAME)
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z, 03:00 in New York (the tests' TIMEZONE_NAME), a Friday
+NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
+# A name label as anyone with access to the DT Studio project may set it: markup, a link, a newline, a terminal
+# colour, a right-to-left override, Markdown emphasis and heading, an entity; 60 000 characters in all.
+HOSTILE = ("<script>alert(1)</script><img src=x onerror=alert(1)>[x](javascript:alert(1))\n\x1b[31m\u202e*bold*"
+           "# head&amp;")
+HOSTILE_NAME = HOSTILE + "x" * (60_000 - len(HOSTILE))
+DANGEROUS = "<>[]()`*_#&\n\x1b\u202e"
 
 
 class Clock:
@@ -203,7 +213,7 @@ def test_failing_syncs_are_announced_and_their_end_too(make_app, tandem, nightsc
     [start] = sent(nightscout)
     since = clock_words(started, app.tz)
     assert start["notes"] == (f"Pump data has not reached Nightscout since {since}: ApiException: Error sending POST"
-                              ' to login_api_url: {"error": "Service Unavailable"} (HTTP 503)')
+                              ' to login api url: {"error": "Service Unavailable"} HTTP 503')  # made plain text
     tandem.mode = "ok"
     assert call(app, "GET", "/update", headers=bearer())[0] == 200
     app.alerts.check()
@@ -254,7 +264,7 @@ def test_ns_alerts_off_sends_nothing_but_still_tells_the_page_and_the_monitor(ma
     app.alerts.check()
     assert sent(nightscout) == [] and alerts_of(app)[0] == 503
     page = call(app)[2].decode()
-    assert 'id="state">alert</span>' in page and "Insulin fridge out of range since" in page
+    assert 'id="state">alert</span>' in page and "<bdi>Insulin fridge</bdi> out of range since" in page
 
 
 def test_alerts_over_waitress_get_and_head_and_the_secrets_week(make_app):
@@ -271,7 +281,7 @@ def test_alerts_over_waitress_get_and_head_and_the_secrets_week(make_app):
         assert (status, ended["kind"], ended["ended_at"], ended["end_value"]) == (
             200, "out_of_range", "2027-01-15T08:05:00Z", 5.0)
         page = request(address, "GET", "/", bearer())[2].decode()
-        assert "Alerts in the last 7 days" in page and "Insulin fridge out of range" in page
+        assert "Alerts in the last 7 days" in page and "<bdi>Insulin fridge</bdi> out of range" in page
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
@@ -286,3 +296,86 @@ def test_two_services_on_one_postgresql_database_announce_each_start_and_end_onc
     assert [doc["notes"] for doc in sent(nightscout)] == [
         "Insulin fridge 9.5 °C: above 8 °C since 03:05",
         "Insulin fridge back in range: 4.0 °C at 03:20, out of range for 15 min"]
+
+
+# -- names and notes safe and bounded ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("Insulin fridge", "Insulin fridge"),
+    ("<b>Fridge</b>", "b Fridge /b"),  # markup characters become spaces, the words stay apart
+    ("[Fridge](javascript:alert(1))", "Fridge javascript:alert 1"),  # no link can form: [ ] ( ) are gone
+    ("\x1b[1;31mFridge\x1b[0m", "Fridge"),  # a terminal's colour codes go whole, not just their ESC
+    ("\x1b]8;;https://evil.example\x07Fridge\x1b]8;;\x07", "Fridge"),  # a terminal's hyperlink, too
+    ("Fridge\u202e2\u2066x\u2069\u200b\u200f\ufeff", "Fridge2x"),  # bidi controls and zero widths (Cf) go
+    ("  Fridge\n\n\tby\u2028the\u00a0door  ", "Fridge by the door"),  # every whitespace run one space, stripped
+    ("*Fridge* _2_ `x` # &amp;", "Fridge 2 x amp;"),
+    ("x" * 64, "x" * 64),  # exactly 64: whole
+    ("x" * 65, "x" * 63 + "…"),  # one more: cut, the … counted in the 64
+    ("x" * 62 + " yz", "x" * 62 + "…"),  # the cut drops the space it would end on
+    ("\x1b[31m" * 10 + "x" * 64, "x" * 64),  # what is removed does not count
+])
+def test_a_safe_name_is_plain_one_line_text_of_at_most_64_characters(name, shown):
+    assert safe_name(name) == shown and len(shown) <= 64
+
+
+def test_a_name_with_nothing_left_falls_back_to_the_device_id_else_a_sensor():
+    assert safe_name("<>[]()", "fridge1") == "fridge1"
+    assert safe_name("\x00\x07\u202e\u200b\n\x1b[0m", "fridge1") == "fridge1"  # only controls
+    assert safe_name("", "<b>fridge1</b>") == "b fridge1 /b"  # the id is made safe too
+    assert safe_name("\u202e", "\u202e") == safe_name("", None) == safe_name(None) == "a sensor"
+
+
+def test_a_note_is_at_most_300_characters():
+    assert bounded_note("x" * 300) == "x" * 300
+    assert bounded_note("x" * 301) == "x" * 299 + "…"
+    error = "<b>Tandem said</b>\n" + "no " * 500  # a sync's error, from elsewhere: plain and short in the note
+    note = start_notes(Alert("id", "sync_failing", None, None, T0 - 3600, T0, detail=error), NEW_YORK, now=T0)
+    assert note == "Pump data has not reached Nightscout since 02:00: b Tandem said /b " + "no " * 47 + "n…"
+    assert len(note) == 50 + 160
+
+
+def test_a_time_not_on_the_day_of_now_names_its_day():
+    two_days_ago = T0 - 2 * 86400 + 103 * 60  # Wednesday 04:43 in New York; now is Friday 03:00
+    alert = Alert("id", "out_of_range", "fridge1", "Insulin fridge", two_days_ago, two_days_ago + 900, 9.8, "°C",
+                  "above 8 °C", T0 - 3600, 5.1)
+    assert start_notes(alert, NEW_YORK, now=T0) == "Insulin fridge 9.8 °C: above 8 °C since Wed 13 Jan 04:43"
+    assert end_notes(alert, NEW_YORK, now=T0) == ("Insulin fridge back in range: 5.1 °C at 02:00, out of range for "
+                                                  "45 h 17 min")  # today: no day
+    assert end_notes(dataclasses.replace(alert, ended_at=two_days_ago + 3900), NEW_YORK, now=T0) == (
+        "Insulin fridge back in range: 5.1 °C at Wed 13 Jan 05:48, out of range for 1 h 5 min")
+    battery = Alert("id", "battery_low", "fridge1", "Insulin fridge", T0 - 86400, T0 - 86400, 9, "%")
+    assert start_notes(battery, NEW_YORK, now=T0) == "Insulin fridge battery low: 9 % at Thu 14 Jan 03:00"
+    assert start_notes(battery, NEW_YORK) == "Insulin fridge battery low: 9 % at 03:00"  # without now: as before
+
+
+def test_an_alert_that_began_yesterday_says_since_which_day(make_app, nightscout):
+    app, _ = make_app(clock=Clock(T0), DT_TEMPERATURE_RANGE="2..8", **QUIET)
+    temperature(app, "fridge1", -190, 9.5)  # Thursday 23:50 in New York
+    temperature(app, "fridge1", -175, 9.6)  # Friday 00:05: out for 15 minutes, an alert
+    temperature(app, "fridge1", -10, 9.7)  # today, 02:50: still out
+    app.alerts.send_pending()
+    assert [doc["notes"] for doc in sent(nightscout)] == ["Insulin fridge 9.6 °C: above 8 °C since Thu 14 Jan 23:50"]
+
+
+def test_a_hostile_name_label_is_announced_plain_and_short_shown_short_and_kept_whole(make_app, nightscout):
+    app, _ = make_app(clock=Clock(T0 + 3600), DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0", **QUIET)
+    temperature(app, "fridge1", 0, 11.0, {"name": HOSTILE_NAME})
+    temperature(app, "fridge1", 5, 5.0, {"name": HOSTILE_NAME})
+    app.alerts.send_pending()
+    shown = "script alert 1 /script img src=x onerror=alert 1 x javascript:a…"
+    assert [doc["notes"] for doc in sent(nightscout)] == [
+        f"{shown} 11.0 °C: above 8 °C since 03:00", f"{shown} back in range: 5.0 °C at 03:05, out of range for 5 min"]
+    for doc in sent(nightscout):
+        assert len(doc["notes"]) <= 300 and not set(doc["notes"]) & set(DANGEROUS)
+
+    status, document = alerts_of(app, secret=True)
+    [ended] = document["ended"]
+    assert (status, ended["name"], len(ended["name"])) == (200, shown, 64)
+
+    page = call(app, headers=bearer())[2].decode()
+    on_page = html.escape(HOSTILE_NAME[:63] + "…")  # escaped and in <bdi> there: cut only
+    assert f"<h3><bdi>{on_page}</bdi></h3>" in page and f"<td><bdi>{on_page}</bdi> out of range</td>" in page
+    assert "x" * 100 not in page
+
+    events = json.loads(call(app, "GET", "/events", headers=bearer())[2])
+    assert [item["labels"]["name"] for item in events["events"]] == [HOSTILE_NAME, HOSTILE_NAME]
