@@ -16,16 +16,18 @@ import urllib.parse
 from collections.abc import Iterable
 
 from tcsync import __version__
-from tcsync.alerts import NAME_LIMIT, Alert, range_of, shorten
+from tcsync.alertbook import Alert
+from tcsync.alerts import range_of
 from tcsync.charts import DAY_SECS, band_text, chart_html, out_of_range, out_since, strip_html, thin
 from tcsync.homescreen import tab_icon
 from tcsync.markup import (
     KIND_NAMES, PARTS, STATUS_PAGE, Markup, fill, join, number_text, reading_text, stamp, time_html,
 )
+from tcsync.outbound import upserts_on
+from tcsync.plain import NAME_LIMIT, shorten
 from tcsync.readings import NUMERIC_KINDS, is_number
 from tcsync.settings import without_value
 from tcsync.store import SHARED_STATE_SECS, Store, StoreError
-from tcsync.outbound import upserts_on
 from tcsync.sync import CREDENTIALS_REFUSED, Run
 
 PAGE_DATA_SECS = SHARED_STATE_SECS  # how long the page reuses what it read from the store (see web.App.page_data)

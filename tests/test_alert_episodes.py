@@ -8,8 +8,8 @@ import pytest
 from conftest import bearer, call
 from test_alerts import T0, Clock, alerts_of, body_of, deliver, sent, temperature
 
-from tcsync.alerts import clock as clock_words
-from tcsync.alerts import duration
+from tcsync.notes import clock as clock_words
+from tcsync.notes import duration
 from tcsync.readings import iso
 
 

@@ -12,8 +12,11 @@ import jwt
 import pytest
 from conftest import DT_SECRET, bearer, call, request, served
 
-from tcsync.alerts import Alert, bounded_note, duration, end_notes, onset, recovery, safe_name, start_notes
-from tcsync.alerts import clock as clock_words
+from tcsync.alertbook import Alert
+from tcsync.alerts import onset, recovery
+from tcsync.notes import bounded_note, duration, end_notes, start_notes
+from tcsync.notes import clock as clock_words
+from tcsync.plain import safe_name
 from tcsync.readings import iso
 
 QUIET = {"SENSOR_SILENT_MINS": "1440"}  # no silences in the tests about other alerts

@@ -11,7 +11,7 @@ import pytest
 from conftest import bearer, call, request, runs_of, served, wait_for
 from test_alerts import QUIET, T0, Clock, temperature
 
-from tcsync.alerts import AlertBook
+from tcsync.alertbook import AlertBook
 
 
 class Answering(socketserver.ThreadingTCPServer):
