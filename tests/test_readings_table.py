@@ -174,7 +174,11 @@ CREATE TABLE readings (event_id TEXT NOT NULL REFERENCES events (event_id) ON DE
     device TEXT, value {number}, text TEXT, unit TEXT, event_time {time} NOT NULL, PRIMARY KEY (event_id, kind));
 CREATE INDEX readings_by_device ON readings (device, kind, event_time);
 CREATE TABLE announcements (identifier TEXT PRIMARY KEY, created_at {time} NOT NULL, notes TEXT NOT NULL,
-    claimed_until {time}, sent_at {time}, dropped TEXT, attempts INTEGER NOT NULL DEFAULT 0)
+    claimed_until {time}, sent_at {time}, dropped TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE alerts (identifier TEXT PRIMARY KEY, kind TEXT NOT NULL, device TEXT, name TEXT, since {time} NOT NULL,
+    started_at {time} NOT NULL, value {time}, unit TEXT, detail TEXT, ended_at {time}, end_value {time});
+INSERT INTO alerts VALUES ('ended0', 'silent', 'fridge1', 'Fridge', 10.0, 70.0, NULL, NULL, '', 80.0, NULL);
+INSERT INTO alerts VALUES ('ended1', 'battery_low', 'fridge1', 'Fridge', 5.0, 5.0, 9, '%', '', 50.0, 25)
 """
 # Two announcements of one moment (before schema 6, nothing kept them apart) and one a little later: schema 6 gives
 # each its own millisecond, in the order of their identifiers.
@@ -259,6 +263,11 @@ def test_an_older_store_gets_its_readings_and_shows_what_a_fresh_one_shows(make_
     if version == 4:
         assert sorted(stored(upgraded, "SELECT identifier, created_at, last_error FROM announcements")) == [
             ("a", 100.0, None), ("b", 100.001, None), ("c", 100.002, None)]
+        # before 6 both ends were queued as they happened: what each family was told is read from that
+        assert sorted(stored(upgraded, "SELECT identifier, told, told_start, told_start_at, told_end, told_end_at"
+                                       " FROM alerts")) == [
+            ("ended0", "end", "ended0-start", 70.0, "ended0-end", 80.0),
+            ("ended1", "end", "ended1-start", 5.0, "ended1-end", 50.0)]
     assert sorted(stored(upgraded, tables)) == [("events_readings",)]  # the readings table and its index are gone
 
 
