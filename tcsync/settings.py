@@ -52,6 +52,7 @@ class Settings:
     channel_timeout_secs: int = 30
     header_timeout_secs: int = 10  # a request's headers must arrive within this long (nginx: client_header_timeout)
     body_timeout_secs: int = 30  # and its body within this long of the headers (nginx: client_body_timeout)
+    trusted_proxy: str = ""  # a proxy's address ("*": every peer) whose X-Forwarded-For's last entry is the client
     tconnect_email: str = ""
     tconnect_password: str = dataclasses.field(default="", repr=False)
     tconnect_region: str = "US"
@@ -159,6 +160,7 @@ def read_settings(env=None) -> Settings:
     server = _server(env, problems)
     port = _port(env, problems)
     host = _listen_host(env, problems)
+    trusted_proxy = _trusted_proxy(env, problems)
     region, tz_name = _tandem(env, problems)
     ns_url = _ns_url(env, problems)
     database_url = _database_url(env, problems)
@@ -184,6 +186,7 @@ def read_settings(env=None) -> Settings:
         stale_mins=stale,
         host=host,
         port=port,
+        trusted_proxy=trusted_proxy,
         **server,
         tconnect_email=values["TCONNECT_EMAIL"],
         tconnect_password=values["TCONNECT_PASSWORD"],
@@ -207,6 +210,20 @@ def _server(env, problems: list[str]) -> dict[str, int | None]:
             "channel_timeout_secs": _whole_number(env, "WAITRESS_CHANNEL_TIMEOUT_SECS", 30, problems),
             "header_timeout_secs": _whole_number(env, "WAITRESS_HEADER_TIMEOUT_SECS", 10, problems),
             "body_timeout_secs": _whole_number(env, "WAITRESS_BODY_TIMEOUT_SECS", 30, problems)}
+
+
+def _trusted_proxy(env, problems: list[str]) -> str:
+    """TRUSTED_PROXY: the address of the proxy in front (nginx, Caddy), * for any peer; on Heroku, unset, *: its
+    router is the only way to a dyno, and it adds the address it was reached from as X-Forwarded-For's last entry."""
+    raw = env.get("TRUSTED_PROXY", "").strip()
+    if not raw:
+        return "*" if env.get("DYNO", "").strip() else ""
+    try:
+        return raw if raw == "*" else str(ipaddress.ip_address(raw))
+    except ValueError:
+        problems.append("TRUSTED_PROXY must be the address of the proxy in front of the service, like 127.0.0.1,"
+                        f" or *, got {raw[:40]!r}")
+        return ""
 
 
 def _secret(env, name: str, problems: list[str]) -> str:

@@ -161,9 +161,10 @@ def served(app, threads=4):
         thread.join(5)
 
 
-def request(address, method, path, headers=None, body=None, timeout=30):
-    """One HTTP request on a new connection; returns (status, headers dict, body bytes)."""
-    conn = http.client.HTTPConnection(*address, timeout=timeout)
+def request(address, method, path, headers=None, body=None, timeout=30, source=None):
+    """One HTTP request on a new connection (from the address source, if given, like 127.0.0.2: Linux routes all of
+    127.0.0.0/8 to lo); returns (status, headers dict, body bytes)."""
+    conn = http.client.HTTPConnection(*address, timeout=timeout, source_address=(source, 0) if source else None)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
