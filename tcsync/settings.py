@@ -46,7 +46,7 @@ class Settings:
     database_url: str = dataclasses.field(default="", repr=False)  # PostgreSQL instead of db_path when set
     sync_timeout_secs: float = 120.0
     stale_mins: float = 60.0
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # "": LISTEN_HOST is no address of this machine (a problem the web cannot serve past)
     port: int | None = 5000  # None: PORT or LISTEN_PORT is no port (a problem the web cannot serve past)
     connection_limit: int | None = None  # None: as many as the open-files limit allows (connection_limit())
     channel_timeout_secs: int = 30
@@ -243,8 +243,9 @@ def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...
     if env.get("TCONNECTSYNC_HEROKU_FEATURES", "").strip():
         try:
             features = parse_features(env["TCONNECTSYNC_HEROKU_FEATURES"], allowed)
-        except ValueError as e:
-            problems.append(f"TCONNECTSYNC_HEROKU_FEATURES: {e}")
+        except ValueError:  # the value quoted as given, after ", got ": the public page shows none of it
+            problems.append(f"TCONNECTSYNC_HEROKU_FEATURES must be a comma list of {', '.join(allowed)}, got "
+                            f"{env['TCONNECTSYNC_HEROKU_FEATURES'].strip()[:60]!r}")
     return features, allowed
 
 
@@ -275,7 +276,7 @@ def _listen_host(env, problems: list[str]) -> str:
         return host
     problems.append("LISTEN_HOST must be an address of this machine, like 0.0.0.0 (all of them) or 127.0.0.1 "
                     f"(this machine only), got {host[:40]!r}")
-    return host
+    return ""  # nowhere to listen: like a bad port, a problem the web cannot serve past
 
 
 def _resolves(name: str) -> bool:
