@@ -70,8 +70,10 @@ def serve(app: App) -> int:
     """Serve until SIGTERM/SIGINT, then stop cleanly within Heroku's 30 s."""
     try:
         server = make_server(app, app.settings)
-    except OSError as e:  # the port is taken, or the address is not this machine's
-        print(f"tcsync_wsgi: cannot listen on {app.settings.host}:{app.settings.port}: {e.strerror or e}"
+    except (OSError, ValueError) as e:  # the port is taken, the address is not this machine's (or waitress cannot
+        # read it: its ValueError, a traceback otherwise)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"tcsync_wsgi: cannot listen on {app.settings.host}:{app.settings.port}: {reason[:200]}"
               " (set PORT or LISTEN_PORT, LISTEN_HOST)", file=sys.stderr)
         return 2
     stopping_at: list[float] = []
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = read_settings()
     web = args.verb in (None, "serve")
-    if settings.problems and (not web or settings.port is None):  # the web serves a page naming them, if it can
+    # the web serves a page naming them, if it has a port and an address to listen on
+    if settings.problems and (not web or settings.port is None or not settings.host):
         print(f"tcsync_wsgi: cannot start: {'; '.join(settings.problems)}", file=sys.stderr)
         return 2
     try:

@@ -128,15 +128,19 @@ class Redactor:
     """Replaces every secret value, and any api_secret= query value, with [redacted]."""
 
     def __init__(self, secrets: list[str]):
+        # The longer of two overlapping secrets first: else the shorter would leave the rest of the longer behind.
+        # In any case: a setting's problem may quote a secret upper-cased (a password in TCONNECTSYNC_HEROKU_FEATURES).
         self._needles = (*sorted(set(secrets), key=len, reverse=True), "api_secret=")
         alternatives = [re.escape(s) for s in self._needles[:-1]]
         alternatives.append(r"(?<=api_secret=)[^&\s'\"]+")
-        self._pattern = re.compile("|".join(alternatives))
+        self._pattern = re.compile("|".join(alternatives), re.IGNORECASE)
+        self._folded = tuple(needle.casefold() for needle in self._needles)
 
     def __call__(self, text: str) -> str:
         # The pattern finds nothing where no needle occurs: a substring test per needle is a tenth of its search,
         # and nearly every value logged (a path, a device, a reading) holds none.
-        for needle in self._needles:
-            if needle in text:
+        folded = text.casefold()
+        for needle in self._folded:
+            if needle in folded:
                 return self._pattern.sub("[redacted]", text)
         return text

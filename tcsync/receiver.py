@@ -74,6 +74,17 @@ JWT_REASONS = (  # PyJWT exception class name -> our stable reason (first match 
 )
 
 
+# PyJWT decodes each part with base64.urlsafe_b64decode, which skips characters outside the alphabet: a signature
+# with "~~" or "==" after it would still verify. Only the alphabet, then, and nothing after the third part.
+COMPACT_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")  # alg none: no signature
+
+
+def _unverified_header(token: str) -> dict:
+    import jwt  # imported already by the decode that verified the token
+
+    return jwt.get_unverified_header(token)
+
+
 def _jwt_reason(error: Exception) -> str:
     names = {cls.__name__ for cls in type(error).__mro__}
     return next((reason for name, reason in JWT_REASONS if name in names), "bad_claims")
@@ -82,6 +93,9 @@ def _jwt_reason(error: Exception) -> str:
 def verify_delivery(body: bytes, token: str, secrets: tuple[str, ...],
                     clock: Callable[[], float] | None = None) -> dict:
     """Claims of a valid X-Dt-Signature for these exact body bytes; raises Rejected otherwise."""
+    if not COMPACT_TOKEN.fullmatch(token):
+        raise Rejected(400, "malformed_token", "signature token rejected: malformed_token (three base64url parts"
+                                               " joined by dots, nothing after the signature)")
     decode = _jwt_decoder(clock)
     claims = None
     for secret in secrets:
@@ -94,6 +108,9 @@ def verify_delivery(body: bytes, token: str, secrets: tuple[str, ...],
                 raise Rejected(400, reason, f"signature token rejected: {reason}") from None
     if claims is None:
         raise Rejected(400, "bad_signature", "signature token rejected: bad_signature")
+    if "crit" in _unverified_header(token):  # RFC 7515 4.1.11: an extension we must understand, and we know none
+        raise Rejected(400, "unsupported_crit", "signature token rejected: its crit header names extensions this"
+                                                " service does not implement")
     if claims["exp"] > (clock or time.time)() + MAX_EXP_AHEAD_SECS:
         raise Rejected(400, "expires_too_late", "signature token rejected: exp is more than a day ahead")
     present = 0

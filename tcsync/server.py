@@ -8,15 +8,19 @@ connection for ever: DeadlineServer adds the deadlines nginx calls client_header
 
 from __future__ import annotations
 
+import collections
 import resource
 import socket
+import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
+from waitress.utilities import Error
 
 from tcsync.settings import Settings
 from tcsync.web import MAX_DELIVERY_BYTES
@@ -33,6 +37,28 @@ MAX_HEADER_BYTES = 32 * 1024
 # limit, and is used whenever the connection limit could take descriptors past it.
 SELECT_FDS = 1024
 ACCEPTS_PER_TURN = 100
+# One client (an address) may hold a tenth of the connection limit, at most this many: a client that opens 2 000
+# slow sockets, and opens each again the moment it is closed, would otherwise keep the limit full for everyone.
+FAIR_SHARE_CEILING = 200
+# Connections over a share are refused in the same turn that accepts: up to this many a turn, so that a client
+# opening them again at once cannot fill the listen backlog ahead of everyone else's.
+REFUSALS_PER_TURN = 1000
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets, nothing kept in TIME_WAIT
+
+
+class OverShare(Error):
+    """waitress's error answer for a request whose client (behind a proxy) already holds its share."""
+
+    code, reason = 429, "Too Many Requests"
+
+    def to_response(self, ident=None):
+        status, headers, body = super().to_response(ident)
+        return status, [*headers, ("Retry-After", "1")], body
+
+
+def fair_share(connection_limit: int) -> int:
+    """How many connections one client may hold at once: a tenth of the limit, at most FAIR_SHARE_CEILING."""
+    return max(1, min(FAIR_SHARE_CEILING, connection_limit // 10))
 
 
 class TimedRequest(HTTPRequestParser):
@@ -40,16 +66,25 @@ class TimedRequest(HTTPRequestParser):
 
     began_at = 0.0
     headers_at: float | None = None
+    # Behind a trusted proxy: asked once the headers are in whether the client they name may take the connection.
+    admit_client: Callable[[TimedRequest], bool] | None = None
 
     def received(self, data: bytes) -> int:
         consumed = super().received(data)
         if self.headers_at is None and self.headers_finished:
             self.headers_at = time.monotonic()
+            if self.admit_client is not None and not self.error and not self.admit_client(self):
+                self.error = OverShare("This client has too many connections open; try again in a moment.")
+                self.completed = True  # answered at once with the 429; the rest of the body is not read
+                return len(data)
         return consumed
 
 
 class DeadlineChannel(HTTPChannel):
     """waitress's connection, knowing how long it has waited for the request it is reading."""
+
+    client: str | None = None  # whose share this connection counts in (DeadlineServer.take); None: nobody's yet
+    proxied = False  # from a trusted proxy: each request's X-Forwarded-For names the client
 
     def __init__(self, server, sock, addr, adj, map=None):
         self.first_request_due_from: float | None = time.monotonic()  # the first request's clock starts at accept
@@ -59,7 +94,19 @@ class DeadlineChannel(HTTPChannel):
         request = TimedRequest(adj)
         request.began_at = self.first_request_due_from or time.monotonic()  # later ones: at their first byte
         self.first_request_due_from = None
+        if self.proxied:
+            request.admit_client = self.admit_forwarded_client
         return request
+
+    def admit_forwarded_client(self, request: TimedRequest) -> bool:
+        """Whether the client the proxy names (X-Forwarded-For's last entry, the one the proxy added) may take this
+        connection; a proxy that names none is its own client."""
+        forwarded = request.headers.get("X_FORWARDED_FOR", "").rpartition(",")[2].strip()
+        return self.server.take(self, forwarded or self.addr[0])
+
+    def del_channel(self, map=None):
+        self.server.release(self)  # closed: its place in its client's share is free
+        super().del_channel(map)
 
     def overdue(self, now: float, header_secs: int, body_secs: int) -> bool:
         """Whether the request being read has missed its deadline: its headers header_secs after it began (the
@@ -89,19 +136,68 @@ class DeadlineServer(TcpWSGIServer):
 
     channel_class = DeadlineChannel
 
-    def __init__(self, application: Any, adj: Adjustments, header_secs: int, body_secs: int):
+    def __init__(self, application: Any, adj: Adjustments, header_secs: int, body_secs: int, trusted_proxy: str = ""):
         self.header_secs, self.body_secs = header_secs, body_secs
+        self.trusted_proxy = trusted_proxy
+        self.share = fair_share(adj.connection_limit)
+        self.held: collections.Counter[str] = collections.Counter()  # open connections per client
         super().__init__(application, adj=adj)
 
     def handle_accept(self) -> None:
-        """Accept what waits, up to ACCEPTS_PER_TURN: waitress accepts one connection per turn of its loop, and each
-        turn asks every open connection whether it reads or writes, so with a thousand open, a burst of new ones
-        (a slow client's sockets opened again) would keep everyone else waiting in the backlog for seconds."""
-        for _ in range(ACCEPTS_PER_TURN):
-            open_before = len(self._map)
-            super().handle_accept()
-            if len(self._map) in (open_before, self.adj.connection_limit):  # nothing waited, or the limit is reached
+        """Accept what waits, up to ACCEPTS_PER_TURN new connections (and REFUSALS_PER_TURN refused ones): waitress
+        accepts one connection per turn of its loop, and each turn asks every open connection whether it reads or
+        writes, so with a thousand open, a burst of new ones (a slow client's sockets opened again) would keep
+        everyone else waiting in the backlog for seconds. A connection over its client's share is reset at once."""
+        accepted = 0
+        for _ in range(REFUSALS_PER_TURN):
+            if accepted >= ACCEPTS_PER_TURN or len(self._map) >= self.adj.connection_limit:
                 return
+            try:
+                pair = self.accept()
+            except OSError:  # out of open files, or a bogus socket (waitress logs and goes on too)
+                return
+            if pair is None:  # nothing waits
+                return
+            accepted += self.open_channel(*pair)
+
+    def open_channel(self, conn: socket.socket, addr: Any) -> bool:
+        """A connection for conn, counted in its client's share (from a trusted proxy: once a request names the
+        client); False when that share is full, and conn is reset instead."""
+        peer = str(addr[0]) if isinstance(addr, tuple) else str(addr)
+        proxied = self.trusted_proxy in ("*", peer)
+        if not proxied and self.held[peer] >= self.share:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+            conn.close()
+            return False
+        try:
+            self.set_socket_options(conn)
+        except OSError:  # the client has gone already
+            conn.close()
+            return False
+        channel = self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
+        channel.proxied = proxied
+        if not proxied:
+            self.take(channel, peer)
+        return True
+
+    def take(self, channel: DeadlineChannel, client: str) -> bool:
+        """Count channel in client's share if there is room (it leaves the share it was in); whether there was."""
+        if channel.client == client:
+            return True
+        self.release(channel)
+        if self.held[client] >= self.share:
+            return False
+        self.held[client] += 1
+        channel.client = client
+        return True
+
+    def release(self, channel: DeadlineChannel) -> None:
+        """Free channel's place in its client's share."""
+        if channel.client is not None:
+            self.held[channel.client] -= 1
+            if not self.held[channel.client]:
+                del self.held[channel.client]
+            channel.client = None
 
     def maintenance(self, now: float) -> None:
         super().maintenance(now)  # the idle timeout (now: time.time(), waitress's clock)
@@ -161,8 +257,17 @@ def make_server(app: Any, settings: Settings) -> DeadlineServer:
     adj = Adjustments(host=settings.host, port=settings.port, ident="tcsync_wsgi",
                       max_request_body_size=1024 * 1024, max_request_header_size=MAX_HEADER_BYTES,
                       clear_untrusted_proxy_headers=True,
+                      **proxy_adjustments(settings.trusted_proxy),
                       threads=8, channel_request_lookahead=1, outbuf_high_watermark=1024 * 1024,
                       inbuf_overflow=MAX_DELIVERY_BYTES + 1,
                       connection_limit=connections, asyncore_use_poll=needs_poll(connections),
                       channel_timeout=settings.channel_timeout_secs, cleanup_interval=1)
-    return DeadlineServer(app, adj, settings.header_timeout_secs, settings.body_timeout_secs)
+    return DeadlineServer(app, adj, settings.header_timeout_secs, settings.body_timeout_secs, settings.trusted_proxy)
+
+
+def proxy_adjustments(trusted_proxy: str) -> dict[str, Any]:
+    """waitress's settings that make a trusted proxy's client (X-Forwarded-For's last entry) the request's
+    REMOTE_ADDR; none without one."""
+    if not trusted_proxy:
+        return {}
+    return {"trusted_proxy": trusted_proxy, "trusted_proxy_count": 1, "trusted_proxy_headers": {"x-forwarded-for"}}

@@ -46,12 +46,13 @@ class Settings:
     database_url: str = dataclasses.field(default="", repr=False)  # PostgreSQL instead of db_path when set
     sync_timeout_secs: float = 120.0
     stale_mins: float = 60.0
-    host: str = "0.0.0.0"
+    host: str = "0.0.0.0"  # "": LISTEN_HOST is no address of this machine (a problem the web cannot serve past)
     port: int | None = 5000  # None: PORT or LISTEN_PORT is no port (a problem the web cannot serve past)
     connection_limit: int | None = None  # None: as many as the open-files limit allows (connection_limit())
     channel_timeout_secs: int = 30
     header_timeout_secs: int = 10  # a request's headers must arrive within this long (nginx: client_header_timeout)
     body_timeout_secs: int = 30  # and its body within this long of the headers (nginx: client_body_timeout)
+    trusted_proxy: str = ""  # a proxy's address ("*": every peer) whose X-Forwarded-For's last entry is the client
     tconnect_email: str = ""
     tconnect_password: str = dataclasses.field(default="", repr=False)
     tconnect_region: str = "US"
@@ -159,6 +160,7 @@ def read_settings(env=None) -> Settings:
     server = _server(env, problems)
     port = _port(env, problems)
     host = _listen_host(env, problems)
+    trusted_proxy = _trusted_proxy(env, problems)
     region, tz_name = _tandem(env, problems)
     ns_url = _ns_url(env, problems)
     database_url = _database_url(env, problems)
@@ -184,6 +186,7 @@ def read_settings(env=None) -> Settings:
         stale_mins=stale,
         host=host,
         port=port,
+        trusted_proxy=trusted_proxy,
         **server,
         tconnect_email=values["TCONNECT_EMAIL"],
         tconnect_password=values["TCONNECT_PASSWORD"],
@@ -209,6 +212,20 @@ def _server(env, problems: list[str]) -> dict[str, int | None]:
             "body_timeout_secs": _whole_number(env, "WAITRESS_BODY_TIMEOUT_SECS", 30, problems)}
 
 
+def _trusted_proxy(env, problems: list[str]) -> str:
+    """TRUSTED_PROXY: the address of the proxy in front (nginx, Caddy), * for any peer; on Heroku, unset, *: its
+    router is the only way to a dyno, and it adds the address it was reached from as X-Forwarded-For's last entry."""
+    raw = env.get("TRUSTED_PROXY", "").strip()
+    if not raw:
+        return "*" if env.get("DYNO", "").strip() else ""
+    try:
+        return raw if raw == "*" else str(ipaddress.ip_address(raw))
+    except ValueError:
+        problems.append("TRUSTED_PROXY must be the address of the proxy in front of the service, like 127.0.0.1,"
+                        f" or *, got {raw[:40]!r}")
+        return ""
+
+
 def _secret(env, name: str, problems: list[str]) -> str:
     value = env.get(name, "")
     if 0 < len(value) < MIN_SECRET_CHARS:  # guessable, and its redaction would garble the log: none instead
@@ -226,8 +243,9 @@ def _features(env, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...
     if env.get("TCONNECTSYNC_HEROKU_FEATURES", "").strip():
         try:
             features = parse_features(env["TCONNECTSYNC_HEROKU_FEATURES"], allowed)
-        except ValueError as e:
-            problems.append(f"TCONNECTSYNC_HEROKU_FEATURES: {e}")
+        except ValueError:  # the value quoted as given, after ", got ": the public page shows none of it
+            problems.append(f"TCONNECTSYNC_HEROKU_FEATURES must be a comma list of {', '.join(allowed)}, got "
+                            f"{env['TCONNECTSYNC_HEROKU_FEATURES'].strip()[:60]!r}")
     return features, allowed
 
 
@@ -258,7 +276,7 @@ def _listen_host(env, problems: list[str]) -> str:
         return host
     problems.append("LISTEN_HOST must be an address of this machine, like 0.0.0.0 (all of them) or 127.0.0.1 "
                     f"(this machine only), got {host[:40]!r}")
-    return host
+    return ""  # nowhere to listen: like a bad port, a problem the web cannot serve past
 
 
 def _resolves(name: str) -> bool:

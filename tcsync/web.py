@@ -34,6 +34,7 @@ from tcsync.request import (
 from tcsync.settings import Settings
 from tcsync.store import QueryRefused, Store, StoreError
 from tcsync.sync import BUSY, PAUSED, Syncer, SyncTimer
+from tcsync.throttle import WINDOW_SECS, GuessThrottle
 
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 MAX_DELIVERY_BYTES = 64 * 1024
@@ -70,9 +71,11 @@ class App:
         self.tz = zoneinfo.ZoneInfo(settings.timezone_name) if settings.timezone_name else dt.UTC
         self._deliveries = 0
         self._page_data: PageData | None = None
-        self._public_page: tuple[float, tuple, bytes] | None = None  # (monotonic time, what it shows, the page)
+        # without the secret, and with a wrong one: {wrong: (monotonic time, what it shows, the page)}
+        self._public_pages: dict[bool, tuple[float, tuple, bytes]] = {}
         self._page_data_lock = threading.Lock()
         self._export_places = threading.BoundedSemaphore(EXPORTS_AT_ONCE)
+        self.guesses = GuessThrottle()
         self.routes = self.route_table()
 
     def route_table(self) -> dict[str, dict[str, Callable[[Request], Response]]]:
@@ -174,16 +177,30 @@ class App:
         if given is None:
             raise HTTPError(401, "Send the secret as 'Authorization: Bearer <secret>' (or ?secret=).",
                             (("WWW-Authenticate", 'Bearer realm="tcsync"'),))
-        if not secret_matches(given, self.settings.secret):
+        if not self._secret_right(request, given):
             raise HTTPError(403, "The secret is wrong.")
 
     def _is_authorized(self, request: Request) -> bool:
-        """Whether the right secret came along (the status page then lists runs); never raises."""
+        """Whether the right secret came along (the status page then lists runs); raises only the throttle's 429."""
         try:
             given = self._given_secret(request)
         except HTTPError:
             return False
-        return given is not None and secret_matches(given, self.settings.secret)
+        return given is not None and self._secret_right(request, given)
+
+    def _secret_right(self, request: Request, given: str) -> bool:
+        """Whether given is the secret; a client past its free wrong guesses gets 429 before it is compared."""
+        client = request.environ.get("REMOTE_ADDR", "")  # behind TRUSTED_PROXY: the client it names (waitress)
+        wait = self.guesses.retry_after(client)
+        if wait:
+            raise HTTPError(429, f"Too many wrong secrets from this address; try again in {wait} seconds.",
+                            (("Retry-After", str(wait)),))
+        if secret_matches(given, self.settings.secret):
+            return True
+        count = self.guesses.wrong(client)
+        if count:  # once a burst: the guesses after it are refused unlogged (the access line has each)
+            self.log("warn", event="auth.throttled", client=client, count=count, secs=int(WINDOW_SECS))
+        return False
 
     # sync routes
     def run(self, request: Request) -> Response:
@@ -325,15 +342,16 @@ class App:
         wrong = not authorized and self._secret_given(request)
         now, health = self.clock(), self.health()
         events = self.event_summary(now)
-        if authorized or wrong:
+        if authorized:
             body = render_status(self.page_view(request, now, health, events, authorized, wrong)).encode()
-        else:  # the hot path (monitors, people): the same page while nothing it shows has changed, for a moment
+        else:  # the hot path (monitors, people, wrong secrets): the same page while nothing it shows has changed
             key = (health, events, self.syncer.current, self.syncer.last_run, self.syncer.paused_until,
-                   self.timer and self.timer.next_at, self.store.failure, tuple(self.alerts.open_alerts()))
-            cached = self._public_page
+                   self.timer and self.timer.next_at, self.store.failure, tuple(self.alerts.open_alerts()),
+                   wrong and (request.method, self._secret_in_address(request)))  # what the wrong-secret page says
+            cached = self._public_pages.get(bool(wrong))
             if cached is None or cached[1] != key or time.monotonic() - cached[0] >= PAGE_DATA_SECS:
-                body = render_status(self.page_view(request, now, health, events, False, False)).encode()
-                cached = self._public_page = (time.monotonic(), key, body)
+                body = render_status(self.page_view(request, now, health, events, False, wrong)).encode()
+                cached = self._public_pages[bool(wrong)] = (time.monotonic(), key, body)
             body = cached[2]
         return Response(200, body, "text/html; charset=utf-8", (("Content-Security-Policy", PAGE_POLICY),))
 
@@ -530,6 +548,7 @@ class SettingsProblemsApp(App):
 
     def __init__(self, settings: Settings, log: Log):
         self.settings, self.log, self.versions = settings, log, _versions()
+        self.guesses = GuessThrottle()
         self.routes = self.route_table()  # the same paths and methods: a 404 or 405 stays one
 
     def dispatch(self, request: Request) -> Response:

@@ -115,9 +115,11 @@ def make_app(tandem, nightscout, tmp_path, backend_env):
         app.store.close()  # its connections: a PostgreSQL server has only so many
 
 
-def call(app, method="GET", path="/", query="", headers=None, body=b"", wsgi_input=None, lint=True):
-    """Drive the app (through wsgiref.validate unless lint=False); returns (status, headers dict, body)."""
-    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query}
+def call(app, method="GET", path="/", query="", headers=None, body=b"", wsgi_input=None, lint=True, client=""):
+    """Drive the app (through wsgiref.validate unless lint=False), as if from the address client (REMOTE_ADDR: each
+    has its own 5 wrong secrets a minute); returns (status, headers dict, body)."""
+    environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query,
+               "REMOTE_ADDR": client}
     wsgiref.util.setup_testing_defaults(environ)
     environ["wsgi.input"] = wsgi_input or io.BytesIO(body)
     if body:
@@ -161,9 +163,10 @@ def served(app, threads=4):
         thread.join(5)
 
 
-def request(address, method, path, headers=None, body=None, timeout=30):
-    """One HTTP request on a new connection; returns (status, headers dict, body bytes)."""
-    conn = http.client.HTTPConnection(*address, timeout=timeout)
+def request(address, method, path, headers=None, body=None, timeout=30, source=None):
+    """One HTTP request on a new connection (from the address source, if given, like 127.0.0.2: Linux routes all of
+    127.0.0.0/8 to lo); returns (status, headers dict, body bytes)."""
+    conn = http.client.HTTPConnection(*address, timeout=timeout, source_address=(source, 0) if source else None)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()

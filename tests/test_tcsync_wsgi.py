@@ -1,5 +1,6 @@
 """In-process tests: settings, store, auth, routes and parameters through wsgiref.validate."""
 
+import hashlib
 import io
 import json
 import os
@@ -50,7 +51,8 @@ def test_defaults_with_nothing_set_list_every_missing_sync_setting():
     ({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "-1"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
     ({"TCONNECTSYNC_HEROKU_INTERVAL_MINS": "nan"}, "TCONNECTSYNC_HEROKU_INTERVAL_MINS must be a number"),
     ({"TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS": "0"}, "TCONNECTSYNC_HEROKU_SYNC_TIMEOUT_SECS must be a number"),
-    ({"TCONNECTSYNC_HEROKU_FEATURES": "BASAL,NOPE"}, "unknown feature NOPE"),
+    ({"TCONNECTSYNC_HEROKU_FEATURES": "BASAL,NOPE"},
+     "TCONNECTSYNC_HEROKU_FEATURES must be a comma list of BASAL, BOLUS, IOB, PUMP_EVENTS,"),
     ({"TCONNECT_REGION": "eu"}, "TCONNECT_REGION must be US or EU"),
     ({"PUMP_SERIAL_NUMBER": "abc"}, "PUMP_SERIAL_NUMBER must be"),
     ({"TIMEZONE_NAME": "Mars/Olympus"}, "TIMEZONE_NAME must be a time zone"),
@@ -388,14 +390,21 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 def with_secret(app, path, how, secret):
-    """The route's status with its refused parameter and this secret, sent as a ?secret=, a Bearer or a form."""
+    """The route's status with its refused parameter and this secret, sent as a ?secret=, a Bearer or a form, each
+    secret from its own address (past 5 wrong ones, one address would get 429: test_guess_throttle)."""
     query = REFUSED_AFTER_AUTH[path]
     encoded = urllib.parse.quote(secret)
+    client = secret_client(secret)
     if how == "query":
-        return call(app, path=path, query=f"{query}&secret={encoded}")[0]
+        return call(app, path=path, query=f"{query}&secret={encoded}", client=client)[0]
     if how == "bearer":
-        return call(app, path=path, query=query, headers=auth(secret))[0]
-    return call(app, "POST", path, headers=FORM, body=f"{query}&secret={encoded}".encode())[0]
+        return call(app, path=path, query=query, headers=auth(secret), client=client)[0]
+    return call(app, "POST", path, headers=FORM, body=f"{query}&secret={encoded}".encode(), client=client)[0]
+
+
+def secret_client(secret: str) -> str:
+    """An address of its own for each secret tried."""
+    return f"secret-{hashlib.sha256(secret.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
 
 
 @pytest.mark.parametrize(("path", "how"), [(path, how) for path in REFUSED_AFTER_AUTH for how in ("query", "bearer")]
@@ -418,8 +427,9 @@ def test_a_near_miss_secret_gets_the_public_answer_of_public_routes(make_app, ni
     assert b"last_uploaded_entry 503" in with_secret and b"last_uploaded_entry 503" not in public
     note = b'<p class="note">The secret is wrong: this is the page without it.</p>'
     for secret in NEAR_MISSES:
-        assert call(app, path=path, headers=auth(secret))[2] == public, secret
-        by_address = call(app, path=path, query=f"secret={urllib.parse.quote(secret)}")[2]
+        assert call(app, path=path, headers=auth(secret), client=secret_client(secret))[2] == public, secret
+        by_address = call(app, path=path, query=f"secret={urllib.parse.quote(secret)}",
+                          client=secret_client(secret) + "-page")[2]
         assert by_address.replace(note, b"") == public, secret
 
 
