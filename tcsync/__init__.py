@@ -1,10 +1,12 @@
 """tcsync: the parts of tcsync_wsgi, one module each, in the order data flows through them.
 
-    settings, log, homescreen, outbound, plain  the bottom: the frozen Settings read once from the environment (with the
-                      problems of any unusable one); logfmt lines, caps, redaction; the tab's and the home screen's
-                      icons; calls out to Tandem and Nightscout bounded by one deadline each, no redirect followed
-                      with a secret, and our own two calls to Nightscout (an announcement, its version); outside
-                      text (a device's name) made plain before it is shown elsewhere
+    settings, log, homescreen, outbound, plain, throttle
+                      the bottom: the frozen Settings read once from the environment (with the problems of any
+                      unusable one); logfmt lines, caps, redaction; the tab's and the home screen's icons; calls
+                      out to Tandem and Nightscout bounded by one deadline each, no redirect followed with a
+                      secret, and our own two calls to Nightscout (an announcement, its version); outside text (a
+                      device's name) made plain before it is shown elsewhere; wrong secrets counted per client, a
+                      burst of them answered 429
     readings          what each Data Connector event type measures, its device and its own time (pure functions)
     schema            the tables, the same for both databases, and the steps that upgrade an older one in place
     store, postgres   runs, events and their readings as numbers; the writer thread (group commit); SQLite, or
