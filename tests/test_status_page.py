@@ -584,7 +584,7 @@ def test_the_secret_form_opens_the_secrets_view_without_writing_the_secret_into_
     assert "The secret is wrong: this is the page without it." in wrong and "Recent runs" not in wrong
     # the page opened with ?secret= keeps working as before: its buttons come back to that address
     page = call(app, query=f"secret={SERVICE_SECRET}")[2].decode()
-    assert page.count('<input type="hidden" name="then" value="/?secret">') == 2
+    assert page.count('<input type="hidden" name="then" value="/?secret">') == 3
 
 
 def test_check_login_on_the_page_shows_its_one_line_verdict(make_app, tandem):
