@@ -1,7 +1,7 @@
 """tcsync_wsgi: keep Tandem pump history flowing into Nightscout, and receive Data Connector events.
 
 The entry the design names: create_app() builds the service from the parts in tcsync/ (tests pass their own),
-main() is the command line (serve, sync, check), serve() runs waitress and stops cleanly on SIGTERM.
+main() is the command line (serve, sync, check, test-alert), serve() runs waitress and stops cleanly on SIGTERM.
 Run it as `python tcsync_wsgi.py` (the Procfile does). How the parts fit: tcsync/__init__.py.
 """
 
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from tcsync import __version__
 from tcsync.alerts import AlertWatch
 from tcsync.log import Log, Redactor
+from tcsync.pushes import TooSoon
 from tcsync.server import make_server
 from tcsync.settings import Settings, parse_features, read_settings
 from tcsync.store import Store, StoreError, StoreUnreachable, open_store
@@ -66,6 +67,21 @@ def _cli_run(app: App, kind: str, args) -> int:
     return 0 if run.outcome == "ok" else 1
 
 
+def _cli_test_alert(app: App) -> int:
+    """The page's Send a test alert from the command line: a line per channel; exit 0 if each was sent, 1 if not,
+    3 if a test was sent less than a minute ago (by any process on the database)."""
+    try:
+        lines = app.alerts.send_test()
+    except TooSoon as e:
+        app.log.close()
+        print(f"tcsync_wsgi: not sent: {e}", file=sys.stderr)
+        return 3
+    app.log.close()  # the test's log line first, whole
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()
+    return 0 if all(line.endswith(": sent") for line in lines) else 1
+
+
 def serve(app: App) -> int:
     """Serve until SIGTERM/SIGINT, then stop cleanly within Heroku's 30 s."""
     try:
@@ -106,12 +122,14 @@ def serve(app: App) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`serve` (default), `sync [--days N] [--pretend] [--features A,B]`, or `check`."""
+    """`serve` (default), `sync [--days N] [--pretend] [--features A,B]`, `check`, or `test-alert`."""
     parser = argparse.ArgumentParser(prog="tcsync_wsgi.py", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb")
     verbs.add_parser("serve", help="serve the web app (the default)")
     sync = verbs.add_parser("sync", help="one sync, for cron: exit 0 ok, 1 failed, 2 bad configuration")
     check = verbs.add_parser("check", help="tconnectsync's login check: exit 0 ok, 1 errors, 2 bad configuration")
+    verbs.add_parser("test-alert", help="send a test alert to Nightscout and each of ALERT_URLS: a line each; exit 0 "
+                     "all sent, 1 not, 2 bad configuration, 3 one was sent less than a minute ago")
     for sub in (sync, check):
         sub.add_argument("--days", type=int, default=1, choices=range(1, 31), metavar="N (1-30)")
     sync.add_argument("--pretend", action="store_true", help="read from Tandem, upload nothing")
@@ -133,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             (settings.db_path, "set TCONNECTSYNC_HEROKU_DB")
         print(f"tcsync_wsgi: cannot use the database {where}: {e} ({hint})", file=sys.stderr)
         return 2
+    if args.verb == "test-alert":
+        return _cli_test_alert(app)
     if not web:
         if settings.missing:
             print(f"tcsync_wsgi: missing settings: {', '.join(settings.missing)}", file=sys.stderr)

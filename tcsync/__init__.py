@@ -1,19 +1,21 @@
 """tcsync: the parts of tcsync_wsgi, one module each, in the order data flows through them.
 
-    settings, log, homescreen, outbound, plain, throttle
-                      the bottom: the frozen Settings read once from the environment (with the problems of any
-                      unusable one); logfmt lines, caps, redaction; the tab's and the home screen's icons; calls
-                      out to Tandem and Nightscout bounded by one deadline each, no redirect followed with a
-                      secret, and our own two calls to Nightscout (an announcement, its version); outside text (a
+    settings, log, homescreen, plain, throttle
+                      the frozen Settings read once from the environment (with the problems of any unusable one);
+                      logfmt lines, caps, redaction; the tab's and the home screen's icons; outside text (a
                       device's name) made plain before it is shown elsewhere; wrong secrets counted per client, a
                       burst of them answered 429
+    channels          ALERT_URLS' Apprise channels (Apprise imported only when set): ids, labels, one bounded send
+    outbound          the bottom: calls out to Tandem and Nightscout bounded by one deadline each, no redirect
+                      followed with a secret, and our own two calls to Nightscout (an announcement, its version)
     readings          what each Data Connector event type measures, its device and its own time (pure functions)
     schema            the tables, the same for both databases, and the steps that upgrade an older one in place
     store, postgres   runs, events and their readings as numbers; the writer thread (group commit); SQLite, or
                       PostgreSQL with DATABASE_URL
     sync, receiver    syncs (one at a time, tconnectsync, the timer); a delivery's signature and event checks
     alertbook         the alert rows (what each family was told when) and the outbox of announcements
-    notes             the announcements' words: names made plain, every note bounded, days named
+    notes, pushes     the announcements' words: names made plain, every note bounded, days named; the pushes to
+                      the channels (their sender) and the test alert
     alerts            a fridge out of range, a silent sensor, a low battery, failing syncs: judged once a minute
                       and after deliveries, episodes told at most once per ALERT_REPEAT_MINS, sent by priority
     request           Request, Response and reading parameters: the HTTP vocabulary of the handlers

@@ -83,16 +83,26 @@ class AlertBook:
         rows = self.store.read(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE ended_at IS NULL ORDER BY started_at")
         return [_alert(row) for row in rows]
 
-    def recent(self, since: float) -> list[tuple[Alert, str, str | None]]:
-        """Open alerts and those ended since a time, newest first, each with what became of its announcements."""
+    def recent(self, since: float, channels: dict[str, str] | None = None) -> list[tuple[Alert, str, str | None]]:
+        """Open alerts and those ended since a time, newest first, each with what became of its start's and end's
+        tells: its announcement, and with channels ({id: label}) each channel's push."""
         rows = self.store.read(
             f"SELECT {', '.join('a.' + c for c in ALERT_COLUMNS.split(', '))},"
-            " s.sent_at, s.dropped, s.last_error, s.identifier, e.sent_at, e.dropped, e.last_error, e.identifier"
+            " s.sent_at, s.dropped, s.last_error, s.identifier, e.sent_at, e.dropped, e.last_error, e.identifier,"
+            " a.told_start, a.told_end"
             " FROM alerts a"
             " LEFT JOIN announcements s ON s.identifier = a.told_start"
             " LEFT JOIN announcements e ON e.identifier = a.told_end"
             " WHERE a.ended_at IS NULL OR a.ended_at >= ? ORDER BY a.started_at DESC LIMIT 100", (since,))
-        return [(_alert(row), _fate(*row[11:15]), _fate(*row[15:19]) if row[9] is not None else None)
+        pushed = self.push_fates([told for row in rows for told in row[19:21] if told]) if channels else {}
+
+        def fate(announcement: tuple, told: str | None) -> str:
+            words = _fate(*announcement)
+            if not channels or told is None:
+                return words
+            said = [f"{label}: {pushed.get(told, {}).get(channel, 'not sent')}" for channel, label in channels.items()]
+            return "; ".join(([f"Nightscout: {words}"] if announcement[3] else []) + said)
+        return [(_alert(row), fate(row[11:15], row[19]), fate(row[15:19], row[20]) if row[9] is not None else None)
                 for row in rows]
 
     def open(self, alert: Alert) -> bool:
@@ -143,21 +153,25 @@ class AlertBook:
             marked += [identifier for (identifier,) in rows]
         return marked
 
-    def queue(self, identifier: str, created_at: float, notes: str, priority: int = 0) -> None:
-        """Queue an announcement once, at the first whole millisecond from created_at that no other holds."""
+    def queue(self, identifier: str, created_at: float, notes: str, priority: int = 0,
+              claimed_until: float | None = None) -> float:
+        """Queue an announcement once, at the first whole millisecond from created_at that no other holds; the
+        moment it holds (claimed_until: claimed already, by the caller, who sends it itself)."""
         at_ms = round(created_at * 1000)
         for _ in range(self.MAX_SHIFTS):
-            if self.store.read("SELECT 1 FROM announcements WHERE identifier = ?", (identifier,)):
-                return  # queued before (by this process or another)
+            held = self.store.read("SELECT created_at FROM announcements WHERE identifier = ?", (identifier,))
+            if held:
+                return held[0][0]  # queued before (by this process or another)
             taken = {round(at * 1000) for (at,) in self.store.read(
                 "SELECT created_at FROM announcements WHERE created_at >= ? AND created_at < ?",
                 (at_ms / 1000, (at_ms + self.MAX_SHIFTS) / 1000))}
             at_ms = next(ms for ms in itertools.count(at_ms) if ms not in taken)
             rows, _ = self.store.write(  # no target: a taken identifier or a taken moment, either way nothing
-                "INSERT INTO announcements (identifier, created_at, notes, priority) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING RETURNING identifier", (identifier, at_ms / 1000, notes, priority))
+                "INSERT INTO announcements (identifier, created_at, notes, priority, claimed_until)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING identifier",
+                (identifier, at_ms / 1000, notes, priority, claimed_until))
             if rows:
-                return
+                return at_ms / 1000
         raise StoreError(f"no free moment for announcement {identifier}")  # other processes took each one
 
     def claim(self, now: float, limit: int = 20) -> list[tuple[str, float, str]]:
@@ -183,7 +197,59 @@ class AlertBook:
 
     def prune(self, now: float) -> None:
         self.store.write("DELETE FROM alerts WHERE ended_at < ?", (now - self.KEEP_SECS,))
-        self.store.write("DELETE FROM announcements WHERE created_at < ?", (now - self.KEEP_SECS,))
+        for table in ("announcements", "pushes"):
+            self.store.write(f"DELETE FROM {table} WHERE created_at < ?", (now - self.KEEP_SECS,))
+        self.store.write("DELETE FROM alert_tests WHERE at < ?", (now - self.KEEP_SECS,))
+
+    # the pushes: one row per tell and channel (ALERT_URLS), the same tell's identifier as its announcement's
+    def queue_pushes(self, identifier: str, channels: list[str], created_at: float, notes: str, level: str,
+                     priority: int = 0) -> None:
+        """Queue one push of a tell to each channel (by its id), once: a tell queued again adds nothing."""
+        for channel in channels:
+            self.store.write("INSERT INTO pushes (identifier, channel, created_at, notes, level, priority)"
+                             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                             (identifier, channel, created_at, notes, level, priority))
+
+    def claim_pushes(self, now: float, channels: list[str], limit: int = 20) -> list[tuple[str, str, str, str]]:
+        """(identifier, channel, notes, level) of pushes to send now to these channels, the most urgent kind first,
+        then the oldest, claimed for CLAIM_SECS as announcements are (a channel no longer in ALERT_URLS: never)."""
+        if not channels:
+            return []
+        due = (f"sent_at IS NULL AND dropped IS NULL AND (claimed_until IS NULL OR claimed_until < ?)"
+               f" AND channel IN ({', '.join('?' * len(channels))})")
+        rows, _ = self.store.write(
+            f"UPDATE pushes SET claimed_until = ?, attempts = attempts + 1 WHERE (identifier, channel) IN"
+            f" (SELECT identifier, channel FROM pushes WHERE {due} ORDER BY priority, created_at, identifier LIMIT ?)"
+            f" AND {due} RETURNING identifier, channel, notes, level, priority, created_at",
+            (now + self.CLAIM_SECS, now, *channels, limit, now, *channels))
+        return [row[:4] for row in sorted(rows, key=lambda row: (row[4], row[5], row[0], row[1]))]
+
+    def push_done(self, identifier: str, channel: str, now: float, state: str, reason: str = "",
+                  retry_at: float | None = None) -> None:
+        """Record a push's outcome: "sent", "refused" (kept, never tried again) or "waiting" (tried at retry_at)."""
+        columns = {"sent": "sent_at = ?", "refused": "dropped = ?", "waiting": "claimed_until = ?"}[state]
+        value = {"sent": now, "refused": reason[:300] or "refused", "waiting": retry_at}[state]
+        self.store.write(f"UPDATE pushes SET {columns}, last_error = ? WHERE identifier = ? AND channel = ?",
+                         (value, reason[:300] or None, identifier, channel))
+
+    def push_fates(self, identifiers: list[str]) -> dict[str, dict[str, str]]:
+        """{tell identifier: {channel id: what became of its push, in words}}."""
+        fates: dict[str, dict[str, str]] = {}
+        for first in range(0, len(identifiers), self.MARK_BATCH):
+            batch = identifiers[first:first + self.MARK_BATCH]
+            for identifier, channel, sent_at, dropped, last_error in self.store.read(
+                    "SELECT identifier, channel, sent_at, dropped, last_error FROM pushes WHERE identifier IN"
+                    f" ({', '.join('?' * len(batch))})", tuple(batch)):
+                fates.setdefault(identifier, {})[channel] = "sent" if sent_at is not None else \
+                    f"refused: {dropped}" if dropped else f"waiting: {last_error}" if last_error else "waiting"
+        return fates
+
+    def take_test_minute(self, now: float) -> float | None:
+        """Take this minute for a test alert, for every process on the database: None once taken (send it), else
+        the seconds until the next minute starts (another test was sent in this one)."""
+        rows, _ = self.store.write("INSERT INTO alert_tests (minute, at) VALUES (?, ?) ON CONFLICT DO NOTHING"
+                                   " RETURNING minute", (int(now // 60), now))
+        return None if rows else 60 - now % 60
 
 
 def _fate(sent_at: float | None, dropped: str | None, last_error: str | None, identifier: str | None) -> str:

@@ -11,7 +11,9 @@ to the millisecond, that no other of ours holds (a unique index): on either rule
 replaces only itself, and two announcements of one moment (two alerts ending at one reading) both stay.
 Identifiers come from what the alert is (kind, device, when it began), so two processes on one database open,
 close and announce each alert once between them. Judging and sending are separate threads: a Nightscout that
-answers slowly holds only the sender, and each call ends by its deadline (outbound.py).
+answers slowly holds only the sender, and each call ends by its deadline (outbound.py). Each tell also goes to each
+channel of ALERT_URLS (pushes.py), by a third thread, with the same identifier and notes; telling happens whenever
+there is somewhere to tell, Nightscout or a channel.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import zoneinfo
 from collections.abc import Callable
 
 from tcsync.alertbook import PRIORITY, Alert, AlertBook, Untold, identifier_of
+from tcsync.channels import channels_of
 from tcsync.log import Log
 from tcsync.notes import end_notes, group_notes, start_notes
 from tcsync.outbound import NightscoutProblem, Redirected
+from tcsync.pushes import PushSender, send_test_alert
 from tcsync.readings import iso
 from tcsync.settings import Settings, parse_range
 from tcsync.store import Store, StoreError
@@ -111,12 +115,16 @@ class AlertWatch:
         # the pump's zone for the announcements' words; UTC while none is named (the page says so too)
         self.tz = zoneinfo.ZoneInfo(settings.timezone_name) if settings.timezone_name else dt.UTC
         self.announces = bool(settings.ns_alerts and settings.ns_url and settings.ns_secret)
+        self.channels = channels_of(settings.alert_urls)  # Apprise is imported only if there are any
+        self.pushes = PushSender(self.channels, self.book, log, clock)
+        self.tells = self.announces or bool(self.channels)  # somewhere to tell: else alerts wait untold
         self._open: dict[tuple[str, str | None], Alert] = {}  # by (kind, device), as this process last read it
         self._judging = threading.Lock()  # one judge at a time in this process
         self._open_devices: set[str | None] = set()
         self.back_at = clock()  # silences count from here at the earliest: the service was away before
         self._store_was_away = False
         self._wake = threading.Event()
+        self._wake_pushes = threading.Event()
         self._stopped = threading.Event()
         self._pruned_at = 0.0
         try:
@@ -150,12 +158,13 @@ class AlertWatch:
                 now = self.clock()
                 self._judge_device(device, now)
                 self._tell(now, device)
-            self._wake.set()
+            self._wake_senders()
 
     def check(self) -> None:
         """Judge every device and the syncs, then send what waits (as the two threads do; tests call it directly)."""
         self.judge()
         self.send_pending()
+        self.pushes.send_pending()
 
     def judge(self) -> None:
         """Judge every device and the syncs, and tell what changed (the minute check)."""
@@ -261,7 +270,7 @@ class AlertWatch:
     # telling: at most one start and one end per device and kind in ALERT_REPEAT_MINS; many at once in one note
     def _tell(self, now: float, device: str | None = None) -> None:
         """Queue the announcements now due (of one device, or, in the minute check, all, grouped by kind)."""
-        if not self.announces:
+        if not self.tells:
             return
         due: dict[tuple[str, str], list[tuple[Untold, float]]] = {}
         for untold in self.book.untold(device):
@@ -303,7 +312,7 @@ class AlertWatch:
         notes = start_notes(alert, self.tz, now=now) if phase == "start" else end_notes(alert, self.tz, now=now)
         first_time = (untold.told_start_at if phase == "start" else untold.told_end_at) is None
         identifier = f"{alert.identifier}-{phase}" + ("" if first_time else f"-{round(at * 1000)}")
-        self.book.queue(identifier, at, notes, PRIORITY[alert.kind])
+        self._queue(identifier, at, notes, alert.kind, phase)
         self.book.mark_told([alert.identifier], phase, identifier, at, untold.told)
 
     def _tell_group(self, kind: str, phase: str, members: list[tuple[Untold, float]], now: float) -> None:
@@ -312,9 +321,21 @@ class AlertWatch:
         at = max(at for _, at in members)
         key = json.dumps([kind, phase, sorted(a.identifier for a in alerts)])
         identifier = f"tcsync-group-{hashlib.sha256(key.encode()).hexdigest()[:24]}-{phase}"
-        self.book.queue(identifier, at, group_notes(kind, phase, alerts, self.tz, now), PRIORITY[kind])
+        self._queue(identifier, at, group_notes(kind, phase, alerts, self.tz, now), kind, phase)
         for was in {untold.told for untold, _ in members}:
             self.book.mark_told([u.alert.identifier for u, _ in members if u.told == was], phase, identifier, at, was)
+
+    def _queue(self, identifier: str, at: float, notes: str, kind: str, phase: str) -> None:
+        """One tell: an announcement for Nightscout (if it is told) and a push for each channel, one identifier."""
+        if self.announces:
+            self.book.queue(identifier, at, notes, PRIORITY[kind])
+        if self.channels:  # a start as a warning, an end as info, for the channels that have levels
+            self.book.queue_pushes(identifier, [c.id for c in self.channels], at, notes,
+                                   "warning" if phase == "start" else "info", PRIORITY[kind])
+
+    def send_test(self) -> list[str]:
+        """The test alert (pushes.send_test_alert): a line per channel; raises pushes.TooSoon within a minute."""
+        return send_test_alert(self.settings, self.channels, self.book, self.syncer, self.log, self.clock())
 
     # sending
     def send_pending(self) -> int:
@@ -356,15 +377,23 @@ class AlertWatch:
             self.syncer.nightscout_said(problem=reason)
         return False
 
-    # the threads: one judges every minute, one sends (a slow Nightscout holds only the sender)
+    # the threads: one judges every minute, one sends to Nightscout, one to the channels (a slow Nightscout or a
+    # stuck channel holds only its own sender)
     def start(self) -> None:
-        for target, name in ((self._judge_loop, "alert-watch"), (self._send_loop, "alert-sender")):
+        loops = [(self._judge_loop, "alert-watch"), (self._send_loop, "alert-sender")]
+        if self.channels:
+            loops.append((self._push_loop, "alert-pusher"))
+        for target, name in loops:
             threading.Thread(target=target, name=name, daemon=True).start()
+
+    def _wake_senders(self) -> None:
+        self._wake.set()
+        self._wake_pushes.set()
 
     def _judge_loop(self) -> None:
         while not self._stopped.is_set():
             self._guarded(self.judge)
-            self._wake.set()  # what the check queued goes out now
+            self._wake_senders()  # what the check queued goes out now
             self._stopped.wait(self.CHECK_SECS)
 
     def _send_loop(self) -> None:
@@ -377,6 +406,12 @@ class AlertWatch:
             self._wake.wait(self.RETRY_SECS)  # woken by a delivery or a check that queued one
             self._wake.clear()
 
+    def _push_loop(self) -> None:
+        while not self._stopped.is_set():
+            self._guarded(self.pushes.send_pending)
+            self._wake_pushes.wait(self.pushes.RETRY_SECS)
+            self._wake_pushes.clear()
+
     def _guarded(self, work: Callable[[], object]) -> None:
         try:
             work()
@@ -386,4 +421,4 @@ class AlertWatch:
 
     def stop(self) -> None:
         self._stopped.set()
-        self._wake.set()
+        self._wake_senders()

@@ -202,6 +202,8 @@ class PageView:
     drawn: PageData
     versions: str  # the libraries' versions, shown with the secret
     nightscout: dict = dataclasses.field(default_factory=dict)  # Syncer.nightscout: its version, or a problem
+    channels: tuple[str, ...] = ()  # ALERT_URLS' channels by their labels ("ntfy (ntfy.sh)"), never their URLs
+    last_test: tuple[float, tuple[str, ...]] | None = None  # the last test alert of this process: when, a line each
 
 
 def why_failed(view: PageView) -> Markup:
@@ -286,6 +288,11 @@ def facts_html(view: PageView) -> Markup:
         rows.append(("Missing settings", ", ".join(view.missing)))
     if view.authorized and (view.nightscout.get("problem") or view.nightscout.get("version")):
         rows.append(("Nightscout", nightscout_words(view.nightscout)))
+    if view.authorized and view.channels:
+        rows.append(("Alert channels", ", ".join(view.channels)))
+    if view.authorized and view.last_test:
+        rows.append(("Last test alert", fill(SENTENCES["last_test"], when=time_html(view.last_test[0], now, tz),
+                                             lines="; ".join(view.last_test[1]))))
     check = next((run for run in view.recent_runs or () if run["trigger"] == "check"), None)
     if check and check["outcome"] != "running":  # the secret's view: what the Check login button found
         when = time_html(dt.datetime.fromisoformat(check["started_at"]).timestamp(), now, tz)
@@ -317,7 +324,7 @@ def runs_html(view: PageView) -> Markup:
 
 
 def alerts_html(view: PageView) -> Markup:
-    """The secret's list of the last 7 days' alerts: start, end, what, what Nightscout was told."""
+    """The secret's list of the last 7 days' alerts: start, end, what, what Nightscout and each channel was told."""
     if view.alert_history is None:
         return Markup()
     rows = join(fill(PARTS["alert_row"], name=shown_name(alert.name or "Pump data"), what=ALERT_WORDS[alert.kind],
@@ -463,6 +470,7 @@ SENTENCES = {name: string.Template(text) for name, text in {
     "next_waits": "none: the timer waits for the missing settings",
     "running": "run $id ($trigger), started $when",
     "last_check": "$outcome, $when$verdict",
+    "last_test": "$when: $lines",
     "receiver_off": "off (optional)",
     "receiver_on": "on; $count events in the last 24 h; last $last",
     "receiver_unknown": "on; events unknown while the database fails",

@@ -12,7 +12,8 @@ from tcsync.readings import READINGS, document_of
 # 3: readings as numbers (a table); 4: alerts and announcements (tables only); 5: readings in the events row (one
 # insert a delivery, as before 3: the table's second insert cost 8 % of POST / throughput); 6: an announcement's
 # last error and priority, no two announcements at one created_at (Nightscout before 15.0.7 would keep only one of
-# them), and what each alert's family was told when (its episode: one start and one end per ALERT_REPEAT_MINS).
+# them), and what each alert's family was told when (its episode: one start and one end per ALERT_REPEAT_MINS);
+# the pushes to ALERT_URLS' channels (one row per tell and channel) and the test alerts' minutes.
 SCHEMA_VERSION = 6
 # The one schema; the column types that differ between SQLite and PostgreSQL, side by side.
 COLUMN_TYPES = {
@@ -77,10 +78,29 @@ CREATE TABLE IF NOT EXISTS announcements (
     last_error TEXT,
     priority INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS pushes (
+    identifier TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    created_at {time} NOT NULL,
+    notes TEXT NOT NULL,
+    level TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    claimed_until {time},
+    sent_at {time},
+    dropped TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (identifier, channel)
+);
+CREATE TABLE IF NOT EXISTS alert_tests (
+    minute {bigint} PRIMARY KEY,
+    at {time} NOT NULL
+);
 CREATE INDEX IF NOT EXISTS alerts_by_end ON alerts (ended_at);
 CREATE INDEX IF NOT EXISTS alerts_by_device ON alerts (kind, device, started_at);
 CREATE INDEX IF NOT EXISTS announcements_waiting ON announcements (sent_at, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS announcements_by_created_at ON announcements (created_at);
+CREATE INDEX IF NOT EXISTS pushes_waiting ON pushes (sent_at, priority, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_started_at ON runs (started_at);
 CREATE INDEX IF NOT EXISTS events_by_received_at ON events (received_at);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (event_time, event_id);

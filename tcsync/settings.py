@@ -65,6 +65,7 @@ class Settings:
     sensor_silent_mins: float = 60.0  # a device whose newest event is this old is silent
     alert_repeat_mins: float = 60.0  # at most one start and one end announcement per device and kind in this time
     ns_alerts: bool = True  # alerts become Nightscout announcements
+    alert_urls: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # Apprise URLs: tokens, passwords
     on_heroku: bool = False  # DYNO is set: the dyno's disk, and a SQLite file on it, is wiped at every restart
     missing: tuple[str, ...] = ()  # sync settings not given: syncs are refused, the web stays up
     problems: tuple[str, ...] = ()  # unusable settings (read_settings): the web serves a page naming them, nothing else
@@ -79,6 +80,8 @@ class Settings:
             values.append((database_url_info(self.database_url) or {}).get("password", ""))
         if self.ns_secret:
             values.append(hashlib.sha1(self.ns_secret.encode()).hexdigest())
+        for url in self.alert_urls:
+            values += [url, *url_secret_parts(url)]
         return [v for v in values if v]
 
 
@@ -166,6 +169,7 @@ def read_settings(env=None) -> Settings:
     database_url = _database_url(env, problems)
     temperature_range = _temperature_range(env, problems)
     alerts = _alerts(env, problems)
+    alert_urls = _alert_urls(env, problems)
     secret, *dt_secrets = (_secret(env, name, problems) for name in
                            ("TCONNECTSYNC_HEROKU_SECRET", "DT_SIGNATURE_SECRET", "DT_SIGNATURE_SECRET_PREVIOUS"))
     values = {
@@ -197,6 +201,7 @@ def read_settings(env=None) -> Settings:
         dt_secrets=tuple(s for s in dt_secrets if s),
         temperature_range=temperature_range,
         **alerts,
+        alert_urls=alert_urls,
         on_heroku=bool(env.get("DYNO", "").strip()),
         missing=tuple(name for name, value in values.items() if not value),
         problems=tuple(problems),
@@ -401,3 +406,41 @@ def _alerts(env, problems: list[str]) -> dict[str, float | bool]:
         problems.append(f"NS_ALERTS must be on or off, got {ns_alerts[:40]!r}")
     return {"alert_after_mins": alert_after, "sensor_silent_mins": silent_after, "alert_repeat_mins": repeat,
             "ns_alerts": ns_alerts != "off"}
+
+
+ORDINALS = ("1st", "2nd", "3rd")
+
+
+def _alert_urls(env, problems: list[str]) -> tuple[str, ...]:
+    """ALERT_URLS: Apprise URLs, separated by spaces or commas, each one Apprise can read (Apprise is imported only
+    when the setting is there). A problem names the URL by its place, never by its value: it holds a token."""
+    urls = tuple(dict.fromkeys(url for url in re.split(r"[\s,]+", env.get("ALERT_URLS", "")) if url))
+    if not urls:
+        return ()
+    from tcsync.channels import apprise_reads  # imported only with ALERT_URLS set: it brings Apprise in
+    known = []
+    for position, url in enumerate(urls, 1):
+        if apprise_reads(url):
+            known.append(url)
+        else:
+            place = ORDINALS[position - 1] if position <= len(ORDINALS) else f"{position}th"
+            problems.append(f"ALERT_URLS: the {place} URL is not one Apprise knows (see docs/alerts.md for ntfy, "
+                            "Pushover and the others)")
+    return tuple(known)
+
+
+def url_secret_parts(url: str) -> list[str]:
+    """The parts of an Apprise URL that may be a token, a password, a topic or a key: each user, password, host
+    that is no network name (pover://USER@TOKEN, tgram://BOT_TOKEN/CHAT), path segment and query value of at least
+    MIN_SECRET_CHARS (shorter ones would garble every log line that holds the same word), as written and decoded."""
+    _, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    authority, _, path = rest.partition("/")
+    credentials, _, host = authority.rpartition("@")
+    host_is_name = "." in host or host.startswith("[") or host.split(":")[0] == "localhost"
+    parts = [*re.split(r"[:@]", credentials), *([] if host_is_name else re.split(r"[:@]", host)), *path.split("/"),
+             *(value for _, _, value in (pair.partition("=") for pair in query.split("&")))]
+    found = []
+    for part in parts:
+        found += [part, urllib.parse.unquote(part)] if len(part) >= MIN_SECRET_CHARS else []
+    return found

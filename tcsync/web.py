@@ -23,6 +23,7 @@ from tcsync.exports import (
 )
 from tcsync.homescreen import MANIFEST, icon_png
 from tcsync.log import Log
+from tcsync.pushes import TooSoon
 from tcsync.page import (
     DAY_SECS, PAGE_DATA_SECS, PageData, PageView, ProblemsView, gather_page_data, render_problems, render_status,
 )
@@ -76,6 +77,7 @@ class App:
         self._page_data_lock = threading.Lock()
         self._export_places = threading.BoundedSemaphore(EXPORTS_AT_ONCE)
         self.guesses = GuessThrottle()
+        self.last_test: tuple[float, tuple[str, ...]] | None = None  # the page's last test alert, its lines
         self.routes = self.route_table()
 
     def route_table(self) -> dict[str, dict[str, Callable[[Request], Response]]]:
@@ -87,6 +89,7 @@ class App:
             "/run": {"GET": self.run, "HEAD": self.run, "POST": self.run},
             "/update": {"GET": self.update, "POST": self.update},
             "/check_login": {"GET": self.check_login, "POST": self.check_login},
+            "/test_alert": {"POST": self.test_alert},
             "/runs": {"GET": self.runs, "HEAD": self.runs},
             "/events": {"GET": self.events, "HEAD": self.events},
             "/events.ndjson": {"GET": self.events_ndjson, "HEAD": self.events_ndjson},
@@ -261,6 +264,23 @@ class App:
     def check_login(self, request: Request) -> Response:
         return self._run_and_wait(request, "check", ("days", "then"))
 
+    def test_alert(self, request: Request) -> Response:
+        """The page's Send a test alert (or a script's POST): a line per channel; one a minute (429, Retry-After)."""
+        self.authorize(request)
+        check_params(request.params(), ("then",))
+        then = self._then(request.params())
+        try:
+            lines, status, headers = self.alerts.send_test(), 200, ()
+        except TooSoon as e:
+            lines, status, headers = [f"Not sent: {e}"], 429, (("Retry-After", str(e.retry_after)),)
+        self.last_test = (self.clock(), tuple(lines))
+        if then and status == 200:  # back to the page, which shows the lines
+            return self._back_to_page(request, then)
+        if then:  # the page itself, saying why nothing went (a redirect cannot say 429)
+            page = self.status_page(request)
+            return Response(status, page.body, page.content_type, (*page.headers, *headers))
+        return text_response(status, "\n".join(lines) + "\n", headers)
+
     def runs(self, request: Request) -> Response:
         self.authorize(request)
         check_params(request.params(), ("limit",))
@@ -366,7 +386,8 @@ class App:
         if authorized:
             try:
                 recent_runs = self.store.runs(20)
-                alert_history = self.alerts.book.recent(now - ALERT_HISTORY_SECS)
+                alert_history = self.alerts.book.recent(now - ALERT_HISTORY_SECS,
+                                                        {c.id: c.label for c in self.alerts.channels})
             except StoreError:
                 pass  # the page says the runs are not shown while the database fails
         s = self.settings
@@ -380,7 +401,8 @@ class App:
             has_timer=timer is not None, next_at=timer.next_at if timer else None, recent_runs=recent_runs,
             open_alerts=tuple(open_alerts[:PAGE_ALERTS]), more_alerts=max(0, len(open_alerts) - PAGE_ALERTS),
             alert_history=alert_history, drawn=drawn,
-            versions=self.versions, nightscout=dict(syncer.nightscout))
+            versions=self.versions, nightscout=dict(syncer.nightscout),
+            channels=tuple(c.label for c in self.alerts.channels), last_test=self.last_test)
 
     @staticmethod
     def _secret_given(request: Request) -> bool:

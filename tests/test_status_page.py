@@ -575,8 +575,8 @@ def test_the_secret_form_opens_the_secrets_view_without_writing_the_secret_into_
     assert status == 200 and "Location" not in headers
     assert "Recent runs" in page and ">boom<" in page and 'class="secret"' not in page  # the secret's view
     assert '<a href="/events.csv">' in page  # no link carries the secret: it came in no address
-    assert page.count(f'name="secret" value="{SERVICE_SECRET}"') == 2  # Sync now's and Check login's forms only
-    assert page.count('<input type="hidden" name="then" value="page">') == 2  # their answer: this view again
+    assert page.count(f'name="secret" value="{SERVICE_SECRET}"') == 3  # the three buttons' forms only
+    assert page.count('<input type="hidden" name="then" value="page">') == 3  # their answer: this view again
     assert 'http-equiv="refresh"' not in page and "This view does not refresh itself" in page
     signed = call(app, "POST", "/", headers={**FORM, "X-Dt-Signature": "a.b.c"}, body=b"secret=x")
     assert signed[0] == 400 and signed[1]["Content-Type"] == "application/json"  # a delivery: never a 200 page
@@ -584,7 +584,7 @@ def test_the_secret_form_opens_the_secrets_view_without_writing_the_secret_into_
     assert "The secret is wrong: this is the page without it." in wrong and "Recent runs" not in wrong
     # the page opened with ?secret= keeps working as before: its buttons come back to that address
     page = call(app, query=f"secret={SERVICE_SECRET}")[2].decode()
-    assert page.count('<input type="hidden" name="then" value="/?secret">') == 2
+    assert page.count('<input type="hidden" name="then" value="/?secret">') == 3
 
 
 def test_check_login_on_the_page_shows_its_one_line_verdict(make_app, tandem):
