@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import math
 import re
+from collections.abc import Callable, Iterator
 
 from tcsync.readings import document_of, iso, readings_of
 from tcsync.receiver import MAX_ID_CHARS
@@ -93,3 +94,22 @@ def csv_lines(row: tuple) -> bytes:
     readings = [(value, unit or "") for _, value, unit in readings_of(event_type, event.get("data"))] or [("", "")]
     return b"".join(csv_line((iso(event_time, "milliseconds"), iso(received_at), device or "", name, event_type,
                               value, unit, event_id)) for value, unit in readings)
+
+
+class Releasing:
+    """An answer's chunks that call release() once when closed: waitress closes an answer after its last chunk,
+    and when the client goes away or the answer fails part way."""
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None]):
+        self._chunks, self._release = chunks, release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        release, self._release = self._release, None
+        try:
+            self._chunks.close()
+        finally:
+            if release:
+                release()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from tcsync.alerts import AlertWatch
 from tcsync.exports import (
-    CSV_HEADER, EVENT_FILTERS, csv_line, csv_lines, cursor_param, encode_cursor, event_query, ndjson_line,
+    CSV_HEADER, EVENT_FILTERS, Releasing, csv_line, csv_lines, cursor_param, encode_cursor, event_query, ndjson_line,
 )
 from tcsync.homescreen import MANIFEST, icon_png
 from tcsync.log import Log
@@ -313,7 +313,7 @@ class App:
             self._export_places.release()
             raise
         chunks = self._stream(header, itertools.chain(() if first is None else (first,), rows), lines)
-        return Response(200, content_type=content_type, stream=_Releasing(chunks, self._export_places.release))
+        return Response(200, content_type=content_type, stream=Releasing(chunks, self._export_places.release))
 
     def _stream(self, header: bytes, rows: Iterator[tuple], lines: Callable[[tuple], bytes]) -> Iterator[bytes]:
         chunk = [header]
@@ -524,25 +524,6 @@ class App:
             recent = self.alerts.book.recent(self.clock() - ALERT_HISTORY_SECS)
             document["ended"] = [alert.as_json() for alert, _, _ in recent if alert.ended_at is not None]
         return json_response(503 if open_alerts else 200, document)
-
-
-class _Releasing:
-    """An answer's chunks that call release() once when closed: waitress closes an answer after its last chunk,
-    and when the client goes away or the answer fails part way."""
-
-    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None]):
-        self._chunks, self._release = chunks, release
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._chunks
-
-    def close(self) -> None:
-        release, self._release = self._release, None
-        try:
-            self._chunks.close()
-        finally:
-            if release:
-                release()
 
 
 def is_secret_form(request: Request) -> bool:
