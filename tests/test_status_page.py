@@ -430,7 +430,7 @@ def test_two_open_alerts_and_a_failure_name_each_alert_then_the_failure(make_app
 def test_versions_and_the_database_path_only_with_the_secret(app, backend):
     public, secret = call(app)[2].decode(), call(app, headers=bearer())[2].decode()
     where = app.store.path  # the file, or postgresql://user@host:port/name: never a password
-    assert "tcsync_wsgi 1.0.0</p>" in public and "tcsync_wsgi 1.0.0; tconnectsync 3.0.3, waitress " in secret
+    assert "tcsync_wsgi 1.1.0</p>" in public and "tcsync_wsgi 1.1.0; tconnectsync 3.0.3, waitress " in secret
     assert f"; database {where}</p>" in secret
     for library in ("tconnectsync 3", "waitress", "PyJWT", "Python 3."):
         assert library not in public and library in secret
