@@ -32,4 +32,4 @@ a higher one. `lint-imports` checks that (the layers contract in .importlinter),
 depend on the page, and the page renders from plain values, never from a request or the App.
 """
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"

@@ -293,12 +293,17 @@ def facts_html(view: PageView) -> Markup:
     if view.authorized and view.last_test:
         rows.append(("Last test alert", fill(SENTENCES["last_test"], when=time_html(view.last_test[0], now, tz),
                                              lines="; ".join(view.last_test[1]))))
-    check = next((run for run in view.recent_runs or () if run["trigger"] == "check"), None)
-    if check and check["outcome"] != "running":  # the secret's view: what the Check login button found
-        when = time_html(dt.datetime.fromisoformat(check["started_at"]).timestamp(), now, tz)
-        rows.append(("Last login check", fill(SENTENCES["last_check"], outcome=check["outcome"], when=when,
-                                              verdict=f": {check['error']}" if check["error"] else "")))
     return join(fill(PARTS["fact"], label=label, value=value) for label, value in rows)
+
+
+def check_verdict_html(view: PageView) -> Markup:
+    """The secret's view, beside the buttons: what the last Check login found (a check is no sync: only here)."""
+    check = next((run for run in view.recent_runs or () if run["trigger"] == "check"), None)
+    if not check or check["outcome"] == "running":
+        return Markup()
+    when = time_html(dt.datetime.fromisoformat(check["started_at"]).timestamp(), view.now, view.tz)
+    return fill(PARTS["last_check"], verdict=fill(SENTENCES["last_check"], outcome=check["outcome"], when=when,
+                                                  verdict=f": {check['error']}" if check["error"] else ""))
 
 
 def nightscout_words(said: dict) -> str:
@@ -388,7 +393,8 @@ def render_status(view: PageView) -> str:
                  runs=join([runs_html(view), alerts_html(view)]),
                  footer=footer_html(receiver_text(view), versions, zone, view.answers_post, form_shows),
                  wrong_secret=fill(PARTS["wrong_secret"]) if view.wrong_secret else Markup(),
-                 buttons=fill(PARTS["buttons"], secret=view.secret, then=then) if view.authorized else Markup())
+                 buttons=join([fill(PARTS["buttons"], secret=view.secret, then=then), check_verdict_html(view)])
+                 if view.authorized else Markup())
 
 
 # -- while settings are unusable
@@ -424,6 +430,8 @@ def render_problems(view: ProblemsView) -> str:
 FAILURE_ADVICE = (  # a sync's error -> what to do, as the README's Troubleshooting says it
     (CREDENTIALS_REFUSED, "Log in at Tandem Source with the same email and password to check them, and check that "
                           "TCONNECT_REGION is the region of your account (US, or EU for a European one)"),
+    ("no working DNS", "Check this machine's network: its DNS (on a Pi, the router it gets its address from) does not "
+                       "answer; the next sync tries again"),
     ("could not reach Nightscout", "Check NS_URL and that your Nightscout site is up"),
     ("Nightscout last_uploaded_entry 401", "Nightscout refused NS_SECRET: use the API_SECRET of your Nightscout site"),
     ("did not answer within the sync's time limit",

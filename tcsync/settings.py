@@ -77,7 +77,8 @@ class Settings:
             password = url_password(url) or ""
             values += [password, urllib.parse.unquote(password)]
         if self.database_url:  # as libpq reads it, which is not always as urllib does (p]w, ?password=)
-            values.append((database_url_info(self.database_url) or {}).get("password", ""))
+            info = database_url_info(self.database_url)
+            values.append(info.get("password", "") if isinstance(info, dict) else "")
         if self.ns_secret:
             values.append(hashlib.sha1(self.ns_secret.encode()).hexdigest())
         for url in self.alert_urls:
@@ -355,7 +356,9 @@ def _database_url(env, problems: list[str]) -> str:
                         f"{database_url.split(':', 1)[0][:20]!r}")
     elif database_url:
         info = database_url_info(database_url)
-        if info is None:
+        if info == LIBPQ_MISSING:
+            problems.append(LIBPQ_MISSING)
+        elif info is None:
             problems.append("DATABASE_URL cannot be read as postgres://USER:PASSWORD@HOST:PORT/NAME: write @ : / ? #"
                             " [ ] % and spaces in the password as %40 %3A %2F %3F %23 %5B %5D %25 %20")
         elif "@" in info.get("host", ""):  # libpq splits at the first @: the rest of a password would be a host
@@ -369,12 +372,17 @@ def _database_url(env, problems: list[str]) -> str:
     return database_url
 
 
-def database_url_info(url: str) -> dict[str, str] | None:
-    """libpq's reading of a database URL (user, password, host, port, dbname, options), or None if it cannot."""
+LIBPQ_MISSING = ("DATABASE_URL needs PostgreSQL's client library (libpq), which psycopg cannot load on this machine: "
+                 "on Raspberry Pi OS or Debian, sudo apt-get install libpq5")
+
+
+def database_url_info(url: str) -> dict[str, str] | str | None:
+    """libpq's reading of a database URL (user, password, host, port, dbname, options), None if it cannot, or
+    LIBPQ_MISSING where psycopg has no libpq (plain psycopg, where no binary build exists: requirements.txt)."""
     try:
         from psycopg.conninfo import conninfo_to_dict  # installed always; imported only with a DATABASE_URL
     except ImportError:
-        return None
+        return LIBPQ_MISSING
     try:
         return {name: str(value) for name, value in conninfo_to_dict(url).items()}
     except Exception:  # psycopg.ProgrammingError, whose message quotes the URL

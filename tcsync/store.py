@@ -386,15 +386,18 @@ class Store:
         return [run_json(*row) for row in rows]
 
     def runs_since(self, since: float) -> list[dict]:
-        """Runs started since a time, oldest first, with their times as Unix seconds (the status page draws them)."""
+        """Syncs started since a time, oldest first, with their times as Unix seconds (the status page's strip: a
+        login check is no sync)."""
         rows, _ = self._query("SELECT id, trigger, started_at, finished_at, outcome, uploaded, error FROM runs"
-                              " WHERE started_at >= ? ORDER BY started_at, id", (since,), kind="read")
+                              " WHERE started_at >= ? AND trigger != 'check' ORDER BY started_at, id", (since,),
+                              kind="read")
         return [dict(zip(("id", "trigger", "started_at", "finished_at", "outcome", "uploaded", "error"), row,
                          strict=True)) for row in rows]
 
     def last_run(self) -> dict | None:
-        """The newest run."""
-        rows, _ = self._query(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1", kind="read")
+        """The newest sync (a login check is no sync: it never turns the badge)."""
+        rows, _ = self._query(f"SELECT {RUN_COLUMNS} FROM runs WHERE trigger != 'check' ORDER BY id DESC LIMIT 1",
+                              kind="read")
         return run_json(*rows[0]) if rows else None
 
     def last_success_at(self) -> float | None:

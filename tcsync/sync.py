@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -100,6 +101,33 @@ PAUSE_HOLDS = ("timer", "run")
 
 
 SIDES = ("Tandem Source", "Nightscout")
+REASON_CHARS = 500  # a reason kept with a run: cut, if it must be, between words
+
+# What the network lacks, in words, from what the socket layer said (as requests and urllib3 quote it); the first that
+# matches (urllib3's "Failed to resolve" quotes the socket's reason, which says more)
+NO_DNS = "its name does not resolve: this machine has no working DNS"
+NETWORK_REASONS = (
+    (("Temporary failure in name resolution", "[Errno -3]"), NO_DNS),
+    (("Name or service not known", "nodename nor servname", "[Errno -2]", "[Errno -5]"),
+     "no DNS server knows its name: check the spelling"),
+    (("Failed to resolve", "NameResolutionError", "getaddrinfo failed"), "its name does not resolve"),
+    (("Connection refused", "[Errno 111]"), "it refused the connection: nothing answers on that port"),
+    (("Network is unreachable", "[Errno 101]", "No route to host", "[Errno 113]"),
+     "no route to it: this machine's network is down"),
+)
+
+
+def network_reason(text: str) -> str | None:
+    """What the network is missing when text (an exception, as printed) says a name did not resolve or a connection
+    was refused, named plainly; None otherwise."""
+    return next((reason for signs, reason in NETWORK_REASONS if any(sign in text for sign in signs)), None)
+
+
+def clip(text: str, limit: int = REASON_CHARS) -> str:
+    """text, or its words that fit within limit with "…" after them: never a word cut in two."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rpartition(" ")[0].rstrip(" ,;:") + " …"
 
 
 def check_verdict(output: str, sides: tuple[str, ...] = SIDES) -> str:
@@ -113,8 +141,26 @@ def check_verdict(output: str, sides: tuple[str, ...] = SIDES) -> str:
         traceback = output.partition(marker)[2].partition("\n-----")[0]  # its last unindented line: the exception
         lines = [line for line in traceback.splitlines() if line.strip() and not line.startswith(" ")]
         name, colon, message = (lines[-1] if lines else "an error").partition(": ")
-        found.append(f"{side}: {name.rpartition('.')[2]}{colon}{message}")
+        host, plain = re.search(r"host='([^']+)'", message), network_reason(message)
+        if plain:  # the words the network's problem deserves, not urllib3's nested reprs
+            found.append(f"{side}: could not reach {host.group(1) if host else side}: {plain}")
+        else:
+            found.append(f"{side}: {name.rpartition('.')[2]}{colon}{message}")
     return "; ".join(found)
+
+
+CHECK_FILE_NOTE = "Created file tconnectsync-check-output.log"  # where tconnectsync's closing advice starts
+CHECK_HELP = ("What each problem means and what to do: Troubleshooting, docs/troubleshooting.md in tcsync_wsgi "
+              "(this service deletes tconnectsync-check-output.log: it holds names and pump serials).\n")
+
+
+def drop_upload_advice(log: list[str]) -> None:
+    """Replace check_login's closing advice (upload its debug file to tconnectsync's tracker: the service deletes that
+    file, and problems with this service belong to its own Troubleshooting) with a pointer to our Troubleshooting."""
+    cut = next((i for i, text in enumerate(log) if CHECK_FILE_NOTE in text), None)
+    if cut is not None:
+        del log[cut:]
+        log.append(CHECK_HELP)
 
 
 class Syncer:
@@ -218,16 +264,14 @@ class Syncer:
             run.outcome = run.outcome if run.outcome != "running" else "ok"
         except BaseException as e:  # a run ends as failed, whatever tconnectsync raised
             run.outcome, run.error = "failed", self.describe(e)
-            if run.error == CREDENTIALS_REFUSED:
+            if run.error == CREDENTIALS_REFUSED and run.trigger != "check":
                 self.paused_until = self.clock() + CREDENTIALS_PAUSE_SECS
                 self.log("warn", event="timer.paused", until=iso(self.paused_until), reason=run.error)
         finally:
             self._captures.by_thread.pop(thread_id, None)
             run.finished_at = self.clock()
-            self.consecutive_failures = 0 if run.outcome == "ok" else self.consecutive_failures + 1
-            if run.outcome == "ok" and run.trigger != "check":
-                self.last_success_at, self.paused_until = run.finished_at, None
-            self.last_run = run.as_json()
+            if run.trigger != "check":  # a login check is no sync: its verdict shows beside its button, nothing more
+                self._count_sync(run)
             try:
                 if run.id is not None:
                     self.store.finish_run(run)
@@ -239,6 +283,13 @@ class Syncer:
             self.log(event="run.finished", run_id=run.id, trigger=run.trigger, outcome=run.outcome,
                      uploaded=run.uploaded, ms=round((time.perf_counter() - t0) * 1000), error=run.error)
             run.done.set()
+
+    def _count_sync(self, run: Run) -> None:
+        """What a finished sync changes: the back-off's count, the last success, the badge's last run."""
+        self.consecutive_failures = 0 if run.outcome == "ok" else self.consecutive_failures + 1
+        if run.outcome == "ok":
+            self.last_success_at, self.paused_until = run.finished_at, None
+        self.last_run = run.as_json()
 
     # the work, in a run's thread
     def _time_range(self, days: int) -> tuple[dt.datetime, dt.datetime]:
@@ -273,6 +324,7 @@ class Syncer:
                     os.remove(log_file)
                 except OSError:
                     pass
+        drop_upload_advice(run.log)
         output = "".join(run.log)
         run.log.append(self.probe_nightscout() + "\n")  # its version, or the problem, in our own words
         ns_problem = self.nightscout["problem"]
@@ -280,7 +332,7 @@ class Syncer:
             found = [check_verdict(output, ("Tandem Source",) if ns_problem else SIDES),
                      f"Nightscout: {ns_problem}" if ns_problem else ""]
             verdict = "; ".join(part for part in found if part) or "see its output"
-            run.outcome, run.error = "failed", f"the login check found errors: {verdict}"[:500]
+            run.outcome, run.error = "failed", clip(f"the login check found errors: {verdict}")
 
     def _tconnectsync(self):
         """Import tconnectsync once, after our own checks, and bound its HTTP calls (a run and the alert watch may
@@ -389,10 +441,11 @@ class Syncer:
                                   f"{self.settings.sync_timeout_secs:g})")
                 text = f"{side} ({host}) did not answer within {limit}"
             else:
-                text = f"could not reach {side} ({host}): {type(error).__name__}"
+                plain = network_reason(str(error))
+                text = f"could not reach {side} ({host}): {plain or type(error).__name__}"
         elif getattr(error, "status_code", None) == 401 and "login" in str(error).lower():
             text = CREDENTIALS_REFUSED
-        return self.log.redact(" ".join(text.split()))[:500]
+        return clip(self.log.redact(" ".join(text.split())))
 
     # shutdown
     def close(self, deadline: float) -> Run | None:

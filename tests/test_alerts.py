@@ -205,7 +205,7 @@ def test_a_silent_sensor_and_a_low_battery(make_app, nightscout):
 # -- syncs, Nightscout, settings --------------------------------------------------------------------------------
 
 def test_failing_syncs_are_announced_and_their_end_too(make_app, tandem, nightscout):
-    started = time.time()
+    started = T0 + 3600  # a fixed hour: from the wall clock, the 31 minutes below crossed midnight before midnight
     clock = Clock(started)
     app, _ = make_app(clock=clock, TCONNECTSYNC_HEROKU_STALE_MINS="30", **QUIET)
     app.alerts.timer_on = True  # syncs are expected, as with the timer on

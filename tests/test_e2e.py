@@ -154,7 +154,8 @@ def test_nightscout_down_fails_the_run_with_a_redacted_one_line_reason(make_app,
         assert status == 502
         [run] = runs_of(address)
     port = nightscout.url.split(":")[2].rstrip("/")
-    assert run["error"] == f"could not reach Nightscout (127.0.0.1:{port}): ConnectionError"
+    assert run["error"] == (f"could not reach Nightscout (127.0.0.1:{port}): it refused the connection: nothing "
+                            "answers on that port")
     assert_no_secret(body, *log, (tmp_path / "tcsync.sqlite3").read_bytes())
 
 
@@ -170,7 +171,8 @@ def test_a_nightscout_password_in_ns_url_is_in_no_answer_log_or_row(make_app, tm
             answers += [request(address, "GET", path), request(address, "GET", path, bearer()),
                         request(address, "GET", f"{path}?secret={SERVICE_SECRET}")]
         [run] = runs_of(address)
-    assert run["error"] == f"could not reach Nightscout (127.0.0.1:{port}): ConnectionError"
+    assert run["error"] == (f"could not reach Nightscout (127.0.0.1:{port}): it refused the connection: nothing "
+                            "answers on that port")
     page = answers[2][2].decode()  # GET / with the secret: the error, naming the host
     assert run["error"] in page and "someuser" not in page
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("tcsync.sqlite3*"))

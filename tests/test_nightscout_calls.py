@@ -202,5 +202,6 @@ def test_a_socket_that_is_refused_is_not_a_redirect(make_app):
                       ALERT_AFTER_MINS="0", **QUIET)
     temperature(app, "fridge1", 0, 11.0)
     assert app.alerts.send_pending() == 0
-    assert fate(app) == f"waiting for Nightscout: could not reach Nightscout (127.0.0.1:{port}): ConnectionError"
+    assert fate(app) == (f"waiting for Nightscout: could not reach Nightscout (127.0.0.1:{port}): it refused the "
+                         "connection: nothing answers on that port")
     assert call(app, headers=bearer())[0] == 200

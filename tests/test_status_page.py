@@ -297,7 +297,8 @@ def test_failing_says_why_and_what_to_do_only_with_the_secret(make_app, nightsco
     assert host.encode() not in public and b"Recent runs" not in public
     secret = call(app, headers=bearer())[2]
     assert sentence_of(secret) == (f"The last sync failed at 03:00 (just now): could not reach Nightscout ({host}): "
-                                   "ConnectionError. Check NS_URL and that your Nightscout site is up.")
+                                   "it refused the connection: nothing answers on that port. Check NS_URL and "
+                                   "that your Nightscout site is up.")
 
 
 def test_stale_says_since_when(make_app):
@@ -429,7 +430,7 @@ def test_two_open_alerts_and_a_failure_name_each_alert_then_the_failure(make_app
 def test_versions_and_the_database_path_only_with_the_secret(app, backend):
     public, secret = call(app)[2].decode(), call(app, headers=bearer())[2].decode()
     where = app.store.path  # the file, or postgresql://user@host:port/name: never a password
-    assert "tcsync_wsgi 1.0.0</p>" in public and "tcsync_wsgi 1.0.0; tconnectsync 3.0.3, waitress " in secret
+    assert "tcsync_wsgi 1.1.0</p>" in public and "tcsync_wsgi 1.1.0; tconnectsync 3.0.3, waitress " in secret
     assert f"; database {where}</p>" in secret
     for library in ("tconnectsync 3", "waitress", "PyJWT", "Python 3."):
         assert library not in public and library in secret
@@ -592,19 +593,23 @@ def test_check_login_on_the_page_shows_its_one_line_verdict(make_app, tandem):
     form = f"secret={SERVICE_SECRET}&then=page".encode()
     status, _, page = call(app, "POST", "/check_login", headers=FORM, body=form)
     assert status == 200
-    assert re.search(r"<dt>Last login check</dt><dd>ok, <time [^>]*>03:00 \(just now\)</time></dd>", page.decode())
+    assert re.search(r'</form></div>\n?<p class="check">Last login check: <span class="verdict">ok, <time [^>]*>03:00 '
+                     r'\(just now\)</time></span></p>', page.decode())  # beside the buttons, not among the facts
     tandem.password = "changed-on-tandem"
     app.syncer._clients = None  # log in again, as a new process would
     status, headers, _ = call(app, "POST", "/check_login", headers=FORM,
                               body=f"secret={SERVICE_SECRET}&then=/%3Fsecret".encode())
     assert (status, headers["Location"]) == (303, f"/?secret={SERVICE_SECRET}")  # a page opened with ?secret=
     page = call(app, query=f"secret={SERVICE_SECRET}")[2].decode()
-    assert re.search(r"<dt>Last login check</dt><dd>failed, <time [^>]*>03:00 \(just now\)</time>: the login check "
-                     r"found errors: Tandem Source: ApiException: Error sending POST to login_api_url: \{&quot;status"
+    assert re.search(r'<p class="check">Last login check: <span class="verdict">failed, <time [^>]*>03:00 '
+                     r"\(just now\)</time>: the login check found errors: Tandem Source: ApiException: Error sending "
+                     r"POST to login_api_url: \{&quot;status"
                      r"&quot;: &quot;FAILED&quot;, &quot;error&quot;: &quot;account/invalid_credentials&quot;\} "
-                     r"\(HTTP 401\)</dd>", page)
+                     r"\(HTTP 401\)</span></p>", page)
     assert "Last login check" not in call(app)[2].decode()  # only with the secret
-    assert app.syncer.paused_until is None  # a check is no sync: it pauses nothing
+    # a check is no sync: it pauses nothing, adds nothing to the back-off, turns no badge, draws no mark on the strip
+    assert app.syncer.paused_until is None and app.syncer.consecutive_failures == 0 and app.syncer.last_run is None
+    assert "<title>ok · tconnectsync service</title>" in page and "No syncs in the last 24 hours." in page
 
 
 def test_sync_now_from_the_secrets_view_answers_that_view(app):
