@@ -36,6 +36,7 @@ class BuiltView:
     """What the status page shows from the store, read and drawn at one time by the builder."""
 
     built_at: float  # the App's clock when the build began: the page says how old it is once that is long
+    number: int  # builds are numbered as they begin (fresh() waits for one that began after it was called)
     key: tuple  # what it was built from (ViewBuilder.changes): a different key means build again
     events: tuple[int, float | None] | str | None  # events in the last 24 h and the newest's arrival; None with the
     #                                                 receiver off, "unknown" while the store fails
@@ -55,8 +56,10 @@ class ViewBuilder:
         self.confirmed_at = 0.0  # the App's clock when the newest view was last found current (its key unchanged)
         self._built = threading.Condition()  # notified at every new view
         self._wake = threading.Event()
+        self._failure: Exception | None = None  # the last build's error, until one succeeds
         self._hurry = False  # a page answering a button waits: the next build ignores the pause between builds
         self._next_at = 0.0  # time.monotonic() before which no build starts (unless hurried)
+        self._begun = 0  # builds begun
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -72,23 +75,27 @@ class ViewBuilder:
         self._wake.set()
 
     def newest(self) -> BuiltView:
-        """The newest view, at once; only the first request after a start waits for the first view."""
+        """The newest view, at once; only the first request after a start waits for the first view (and gets the
+        error of a first build that failed: the error boundary answers 500 and logs it)."""
         view = self._view
         if view is not None:
             return view
         self.start()
         with self._built:
-            self._built.wait_for(lambda: self._view is not None or self._stopped)
+            self._built.wait_for(lambda: self._view is not None or self._failure is not None or self._stopped)
+        if self._view is None and self._failure is not None:
+            raise self._failure
         return self._view or self._build_now()
 
-    def fresh(self, after: float) -> BuiltView:
-        """A view built at or after `after` (the App's clock), for a page answering a button: what the button did
-        shows. Waits at most FRESH_WAIT_SECS, then gives the newest."""
+    def fresh(self) -> BuiltView:
+        """A view whose build began after this call, for a page answering a button or the secret form (a person,
+        not a monitor): what the button did shows. Waits at most FRESH_WAIT_SECS, then gives the newest."""
         self.start()
-        self._hurry = True
-        self._wake.set()
         with self._built:
-            self._built.wait_for(lambda: (self._view is not None and self._view.built_at >= after) or self._stopped,
+            wanted = self._begun + 1
+            self._hurry = True
+            self._wake.set()
+            self._built.wait_for(lambda: (self._view is not None and self._view.number >= wanted) or self._stopped,
                                  FRESH_WAIT_SECS)
         return self.newest()
 
@@ -99,8 +106,12 @@ class ViewBuilder:
         minute)."""
         self.syncer.refresh()
         syncer = self.syncer
-        return (self.event_summary(self.clock()), syncer.current, syncer.last_run, tuple(self.alerts.open_alerts()),
-                self.store.failure, self.store.writes, int(self.clock() // 60))
+        try:  # the newest runs, checks too, of every process: a run of another one starting or ending (cheap: by id)
+            recent_runs = self.store.runs(RECENT_RUNS)
+        except StoreError:
+            recent_runs = None
+        return (self.event_summary(self.clock()), recent_runs, syncer.current, syncer.last_run,
+                tuple(self.alerts.open_alerts()), self.store.failure, self.store.writes, int(self.clock() // 60))
 
     def event_summary(self, now: float) -> tuple[int, float | None] | str | None:
         """(events in the last 24 h, the newest one's arrival), None with the receiver off, "unknown" if the store
@@ -122,7 +133,7 @@ class ViewBuilder:
                 elif key == view.key:
                     self.confirmed_at = now
             except Exception as e:  # the page keeps the last view; the next tick tries again
-                self.alerts.log("error", event="page.build_failed", error=f"{type(e).__name__}: {e}"[:300])
+                self._fail(e)
             self._wake.wait(TICK_SECS)
             self._wake.clear()
         with self._built:
@@ -134,19 +145,30 @@ class ViewBuilder:
 
     def _build(self, key: tuple) -> BuiltView:
         t0, now = time.perf_counter(), self.clock()
-        self._hurry = False
+        with self._built:
+            self._hurry, self._begun = False, self._begun + 1
+            number = self._begun
         drawn = gather_page_data(self.store, now, self.tz, self.settings.temperature_range,
                                  bool(self.settings.dt_secrets), self.alerts.open_alerts())
         try:
-            recent_runs = self.store.runs(RECENT_RUNS)
             alert_history = self.alerts.book.recent(now - ALERT_HISTORY_SECS,
                                                     {c.id: c.label for c in self.alerts.channels})
         except StoreError:
-            recent_runs = alert_history = None  # the page says the runs are not shown while the database fails
+            alert_history = None
         self._next_at = time.monotonic() + max(MIN_BUILD_SECS, COST_SHARE * (time.perf_counter() - t0))
-        return BuiltView(now, key, key[0], drawn, recent_runs, alert_history)
+        # the runs as changes() read them; None while the database fails (the page says they are not shown)
+        return BuiltView(now, number, key, key[0], drawn, key[1], alert_history)
+
+    def _fail(self, error: Exception) -> None:
+        """Logged once while it repeats (the builder tries again every tick); a request waiting for a first view
+        gets it."""
+        if repr(error) != repr(self._failure):
+            self.alerts.log("error", event="page.build_failed", error=f"{type(error).__name__}: {error}"[:300])
+        with self._built:
+            self._failure = error
+            self._built.notify_all()
 
     def _publish(self, view: BuiltView) -> None:
         with self._built:
-            self._view, self.confirmed_at = view, view.built_at
+            self._view, self.confirmed_at, self._failure = view, view.built_at, None
             self._built.notify_all()

@@ -237,7 +237,7 @@ class App:
 
     def _back_to_page(self, request: Request, then: str) -> Response:
         if then == "page":  # what the button did shows: a view built after it
-            return self.status_page(request, self.view.fresh(self.clock()))
+            return self.status_page(request, self.view.fresh())
         location = "/?" + urllib.parse.urlencode({"secret": self.settings.secret}) if then == "/?secret" else "/"
         return Response(303, b"See the status page.\n", headers=(("Location", location),))
 
@@ -360,14 +360,16 @@ class App:
         """The page, from the newest built view (view.ViewBuilder): no request reads the store for it."""
         authorized = self._is_authorized(request)
         wrong = not authorized and self._secret_given(request)
-        built = built or self.view.newest()
+        if built is None:  # the secret form (a person): what changed until they pressed it shows
+            built = self.view.fresh() if authorized and request.method == "POST" else self.view.newest()
         now = self.clock()
         health = self.syncer.health(now, self.timer is not None)[:2]  # the builder refreshes the syncer's runs
         if authorized:
             body = render_status(self.page_view(request, now, health, built, authorized, wrong)).encode()
         else:  # the hot path (monitors, people, wrong secrets): the same page while nothing it shows has changed
-            key = (health, built, self._drawn_as_of(built, now) < now - STALE_NOTE_SECS, self.syncer.current, self.syncer.last_run, self.syncer.paused_until,
-                   self.timer and self.timer.next_at, self.store.failure, tuple(self.alerts.open_alerts()),
+            key = (health, built, self._drawn_as_of(built, now) < now - STALE_NOTE_SECS, self.syncer.current,
+                   self.syncer.last_run, self.syncer.paused_until, self.timer and self.timer.next_at,
+                   self.store.failure, tuple(self.alerts.open_alerts()),
                    wrong and (request.method, self._secret_in_address(request)))  # what the wrong-secret page says
             cached = self._public_pages.get(bool(wrong))
             if cached is None or cached[1] != key or time.monotonic() - cached[0] >= PAGE_DATA_SECS:
