@@ -124,6 +124,7 @@ class Store:
         # deliveries show within SHARED_STATE_SECS, this one's at once.
         self._summary: tuple[float, tuple[int, float | None]] | None = None
         self.writes = 0  # statements through write(): the alerts' own tables (view.ViewBuilder.changes)
+        self.added = 0  # events kept by this process (view.ViewBuilder.changes: two may arrive in one clock tick)
         try:
             self._migrate(self._connection("write"))
         except self.errors as e:
@@ -429,6 +430,7 @@ class Store:
         duplicate = self._write(None, row)
         if not duplicate:
             self._summary = None
+            self.added += 1
         return duplicate
 
     def prune_events(self, now: float) -> None:

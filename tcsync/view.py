@@ -38,8 +38,6 @@ class BuiltView:
     built_at: float  # the App's clock when the build began: the page says how old it is once that is long
     number: int  # builds are numbered as they begin (fresh() waits for one that began after it was called)
     key: tuple  # what it was built from (ViewBuilder.changes): a different key means build again
-    events: tuple[int, float | None] | str | None  # events in the last 24 h and the newest's arrival; None with the
-    #                                                 receiver off, "unknown" while the store fails
     drawn: PageData
     recent_runs: list[dict] | None  # for the secret's view; None while the store fails
     alert_history: list | None  # the secret's 7 days of alerts with what each channel was told; None likewise
@@ -54,6 +52,9 @@ class ViewBuilder:
             settings, store, syncer, alerts, tz, clock
         self._view: BuiltView | None = None
         self.confirmed_at = 0.0  # the App's clock when the newest view was last found current (its key unchanged)
+        # (events in the last 24 h, the newest's arrival) as last read, every tick: the count alone changes the page's
+        # footer, not what the builder draws (events of a day ago leave the count every few seconds)
+        self.events: tuple[int, float | None] | str | None = None
         self._built = threading.Condition()  # notified at every new view
         self._wake = threading.Event()
         self._failure: Exception | None = None  # the last build's error, until one succeeds
@@ -110,7 +111,9 @@ class ViewBuilder:
             recent_runs = self.store.runs(RECENT_RUNS)
         except StoreError:
             recent_runs = None
-        return (self.event_summary(self.clock()), recent_runs, syncer.current, syncer.last_run,
+        self.events = self.event_summary(self.clock())
+        newest = self.events[1] if isinstance(self.events, tuple) else self.events  # a delivery here or elsewhere
+        return ((newest, self.store.added), recent_runs, syncer.current, syncer.last_run,
                 tuple(self.alerts.open_alerts()), self.store.failure, self.store.writes, int(self.clock() // 60))
 
     def event_summary(self, now: float) -> tuple[int, float | None] | str | None:
@@ -157,7 +160,7 @@ class ViewBuilder:
             alert_history = None
         self._next_at = time.monotonic() + max(MIN_BUILD_SECS, COST_SHARE * (time.perf_counter() - t0))
         # the runs as changes() read them; None while the database fails (the page says they are not shown)
-        return BuiltView(now, number, key, key[0], drawn, key[1], alert_history)
+        return BuiltView(now, number, key, drawn, key[1], alert_history)
 
     def _fail(self, error: Exception) -> None:
         """Logged once while it repeats (the builder tries again every tick); a request waiting for a first view

@@ -367,9 +367,9 @@ class App:
         if authorized:
             body = render_status(self.page_view(request, now, health, built, authorized, wrong)).encode()
         else:  # the hot path (monitors, people, wrong secrets): the same page while nothing it shows has changed
-            key = (health, built, self._drawn_as_of(built, now) < now - STALE_NOTE_SECS, self.syncer.current,
-                   self.syncer.last_run, self.syncer.paused_until, self.timer and self.timer.next_at,
-                   self.store.failure, tuple(self.alerts.open_alerts()),
+            key = (health, built, self.view.events, self._drawn_as_of(built, now) < now - STALE_NOTE_SECS,
+                   self.syncer.current, self.syncer.last_run, self.syncer.paused_until,
+                   self.timer and self.timer.next_at, self.store.failure, tuple(self.alerts.open_alerts()),
                    wrong and (request.method, self._secret_in_address(request)))  # what the wrong-secret page says
             cached = self._public_pages.get(bool(wrong))
             if cached is None or cached[1] != key or time.monotonic() - cached[0] >= PAGE_DATA_SECS:
@@ -389,7 +389,7 @@ class App:
             wrong_secret=wrong_secret, secret=s.secret, secret_in_address=self._secret_in_address(request),
             answers_post=request.method == "POST", on_heroku=s.on_heroku, missing=s.missing, stale_mins=s.stale_mins,
             interval_mins=s.interval_mins, receiver_on=bool(s.dt_secrets),
-            events=built.events, store_failure=store_failure, store_where=self.store.path,
+            events=self.view.events, store_failure=store_failure, store_where=self.store.path,
             store_dialect=self.store.dialect, last_run=syncer.last_run, current=syncer.current,
             paused_until=syncer.paused_until, started_at=syncer.started_at, has_timer=timer is not None,
             next_at=timer.next_at if timer else None, recent_runs=built.recent_runs if authorized else None,
