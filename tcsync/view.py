@@ -113,8 +113,11 @@ class ViewBuilder:
             recent_runs = None
         self.events = self.event_summary(self.clock())
         newest = self.events[1] if isinstance(self.events, tuple) else self.events  # a delivery here or elsewhere
-        return ((newest, self.store.added), recent_runs, syncer.current, syncer.last_run,
-                tuple(self.alerts.open_alerts()), self.store.failure, self.store.writes, int(self.clock() // 60))
+        # (what the drawing shows: readings, runs, open alerts, the minute), (what the secret's lists show): the
+        # alerts' writes (an announcement claimed, sent) need no drawing again
+        return (((newest, self.store.added), recent_runs, syncer.current, syncer.last_run,
+                 tuple(self.alerts.open_alerts()), self.store.failure, int(self.clock() // 60)),
+                (recent_runs, self.store.writes, self.store.failure))
 
     def event_summary(self, now: float) -> tuple[int, float | None] | str | None:
         """(events in the last 24 h, the newest one's arrival), None with the receiver off, "unknown" if the store
@@ -132,7 +135,9 @@ class ViewBuilder:
                 key, now = self.changes(), self.clock()
                 view = self._view
                 if view is None or self._hurry or (key != view.key and time.monotonic() >= self._next_at):
-                    self._publish(self._build(key))  # hurried: a check, which no key shows, may have finished
+                    # hurried: all again (a check, which no key shows, may have finished); else what changed
+                    drawn = view.drawn if view and not self._hurry and key[0] == view.key[0] else None
+                    self._publish(self._build(key, drawn))
                 elif key == view.key:
                     self.confirmed_at = now
             except Exception as e:  # the page keeps the last view; the next tick tries again
@@ -146,13 +151,14 @@ class ViewBuilder:
         """A view built in the caller's thread: only when the builder has stopped (the service is shutting down)."""
         return self._build(self.changes())
 
-    def _build(self, key: tuple) -> BuiltView:
+    def _build(self, key: tuple, drawn: PageData | None = None) -> BuiltView:
+        """A view of key (changes()): the drawing given is kept (its part of the key is the same), else drawn."""
         t0, now = time.perf_counter(), self.clock()
         with self._built:
             self._hurry, self._begun = False, self._begun + 1
             number = self._begun
-        drawn = gather_page_data(self.store, now, self.tz, self.settings.temperature_range,
-                                 bool(self.settings.dt_secrets), self.alerts.open_alerts())
+        drawn = drawn or gather_page_data(self.store, now, self.tz, self.settings.temperature_range,
+                                          bool(self.settings.dt_secrets), self.alerts.open_alerts())
         try:
             alert_history = self.alerts.book.recent(now - ALERT_HISTORY_SECS,
                                                     {c.id: c.label for c in self.alerts.channels})
@@ -160,7 +166,7 @@ class ViewBuilder:
             alert_history = None
         self._next_at = time.monotonic() + max(MIN_BUILD_SECS, COST_SHARE * (time.perf_counter() - t0))
         # the runs as changes() read them; None while the database fails (the page says they are not shown)
-        return BuiltView(now, number, key, drawn, key[1], alert_history)
+        return BuiltView(now, number, key, drawn, key[0][1], alert_history)
 
     def _fail(self, error: Exception) -> None:
         """Logged once while it repeats (the builder tries again every tick); a request waiting for a first view
