@@ -10,7 +10,8 @@ checkout's root (it imports that checkout's tcsync_wsgi):  python bench/page_cos
 instead fills a store with SENSORS sensors (default 100) reporting once a minute for HOURS (48: about 290 000 events,
 more than the KEEP_EVENTS the service keeps) and 1000 runs, and measures in the process: one build of the page's view
 (what the background builder does), then the public GET /, /sensors and /alerts with the secret, each the median
-time of 20 calls and the most it added to the process's resident memory (its peak, VmHWM, reset before each).
+time of 20 calls and the most the first call and a later one added to the process's resident memory (its peak,
+VmHWM, reset before each).
 """
 
 import json
@@ -29,7 +30,7 @@ from tcsync.settings import load_settings  # noqa: E402
 from tcsync.store import open_store  # noqa: E402
 from tcsync.sync import Run  # noqa: E402
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+N = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != "--scale" else 2000
 
 
 def prefill(store, now: float) -> None:
@@ -104,16 +105,19 @@ def scale(sensors: int, hours: float) -> None:
         [(count,)] = store.read("SELECT COUNT(*) FROM events")
         print(f"{count} events in the store", flush=True)
         view = app.view
+        first_build = peak_added_mb(lambda: view._build(view.changes()))
         builds = []
         for _ in range(5):
             t0 = time.perf_counter()
             view._build(view.changes())
             builds.append(time.perf_counter() - t0)
-        print(f"one build of the page's view (background): {statistics.median(builds) * 1000:.1f} ms, "
-              f"{peak_added_mb(lambda: view._build(view.changes())):.1f} MB added at its peak", flush=True)
+        print(f"one build of the page's view (background): {statistics.median(builds) * 1000:.1f} ms, the first "
+              f"added {first_build:.1f} MB at its peak, a later one "
+              f"{peak_added_mb(lambda: view._build(view.changes())):.1f} MB", flush=True)
         secret = {"Authorization": f"Bearer {SERVICE_SECRET}"}
         for label, path, headers in (("public GET /", "/", None), ("GET / with the secret", "/", secret),
                                      ("/sensors", "/sensors", secret), ("/alerts with the secret", "/alerts", secret)):
+            first = peak_added_mb(lambda path=path, headers=headers: call(app, path=path, headers=headers, lint=False))
             status, _, body = call(app, path=path, headers=headers, lint=False)
             assert status in (200, 503), body[:300]
             times = []
@@ -122,8 +126,8 @@ def scale(sensors: int, hours: float) -> None:
                 call(app, path=path, headers=headers, lint=False)
                 times.append(time.perf_counter() - t0)
             added = peak_added_mb(lambda path=path, headers=headers: call(app, path=path, headers=headers, lint=False))
-            print(f"{label}: {statistics.median(times) * 1000:.2f} ms (max {max(times) * 1000:.2f}), "
-                  f"{added:.1f} MB added at its peak, {len(body)} bytes", flush=True)
+            print(f"{label}: {statistics.median(times) * 1000:.2f} ms (max {max(times) * 1000:.2f}), the first call "
+                  f"added {first:.1f} MB at its peak, a later one {added:.1f} MB; {len(body)} bytes", flush=True)
         app.stop()
         store.close()
 
