@@ -4,13 +4,15 @@ Real waitress where it matters. A store that is "slow" here is one whose reading
 waits, as behind a long query or a locked database."""
 
 import re
+import threading
 import time
 
-from conftest import bearer, call, request, served, wait_for
-from test_alerts import Clock, body_of, deliver
+from conftest import bearer, call, hold_first_commit, request, served, wait_for
+from test_alerts import Clock, body_of, deliver, sign
 from test_status_page import finish
 
 from tcsync.page import STALE_NOTE_SECS
+from tcsync.server import make_server
 from tcsync.view import FRESH_WAIT_SECS, MIN_BUILD_SECS, TICK_SECS
 
 NOW = 1_800_000_000.0
@@ -89,3 +91,42 @@ def test_a_button_answered_with_the_page_shows_what_it_did(make_app):
     assert status == 200 and FRESH_WAIT_SECS > 0
     # the view was built after the check
     assert re.search(r"Last login check: <span class=\"verdict\">(ok|failed)", page.decode())
+
+
+def test_a_get_is_answered_while_every_worker_waits_for_a_held_commit(make_app):
+    """The service's own server (make_server): GET / has a worker thread of its own, so a burst of deliveries whose
+    commit waits (every one of waitress's workers holding one) does not hold the page."""
+    app, _ = make_app(LISTEN_HOST="127.0.0.1", LISTEN_PORT="0")
+    server = make_server(app, app.settings)
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.task_dispatcher.shutdown(timeout=1)
+        server.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+    address = ("127.0.0.1", server.effective_port)
+    held, release, _ = hold_first_commit(app.store)
+    answers: list[int] = []
+    bodies = [body_of(f"burst-{i}", f"dev{i}", "temperature", {"temperature": {"value": 5.0}}, time.time())
+              for i in range(server.adj.threads + 4)]
+    senders = [threading.Thread(target=lambda b=b: answers.append(
+        request(address, "POST", "/", {"X-Dt-Signature": sign(b)}, b)[0])) for b in bodies]
+    try:
+        assert request(address, "GET", "/")[0] == 200  # the first view is built
+        for sender in senders:
+            sender.start()
+        wait_for(held.is_set)
+        wait_for(lambda: len(server.task_dispatcher.queue) > 0)  # every worker is busy: deliveries wait in line
+        for headers in ({}, bearer()):
+            assert request(address, "GET", "/", headers, timeout=20)[0] == 200  # answered while the commit is held
+        assert request(address, "GET", "/healthz", timeout=20)[0] == 200
+        assert answers == []  # none of the deliveries has been answered meanwhile
+    finally:
+        release.set()
+        for sender in senders:
+            sender.join(30)
+        stop.set()
+    assert answers == [200] * len(bodies)
