@@ -1,11 +1,13 @@
 """A real Nightscout (cgm-remote-monitor) for the tests, on 127.0.0.1 (not used by the service).
 
-NightscoutServer("15.0.7") takes cgm-remote-monitor-15.0.7.tar.gz from the folder TCSYNC_NIGHTSCOUT_DIR names
-(default: ../shared/nightscout beside the repository, or $TCSYNC_SHARED_DIR/nightscout), installs it once into a cache
-outside the clone (TCSYNC_NIGHTSCOUT_CACHE, default ~/.cache/tcsync_wsgi/nightscout/<16 hex of its sha256>; `npm ci
---ignore-scripts`: the API needs no web bundle), then starts SecantusDB (a MongoDB-wire-protocol server from PyPI,
-secantusdb, in a fresh temporary folder) and Nightscout on free ports. close() (or the end of the process, by atexit,
-or its death by any signal, through a small watchdog process) stops both and removes the folder.
+NightscoutServer("15.0.7") takes cgm-remote-monitor-15.0.7.tar.gz from the folder TCSYNC_NIGHTSCOUT_DIR names (default:
+../shared/nightscout beside the repository, or $TCSYNC_SHARED_DIR/nightscout), installs it once into a cache outside the
+clone (TCSYNC_NIGHTSCOUT_CACHE, default ~/.cache/tcsync_wsgi/nightscout/<16 hex of its sha256>; `npm ci
+--ignore-scripts`: the API needs no web bundle; with bundle=True, for a test of Nightscout's own web page, plain `npm
+ci` into <16 hex>-bundle, whose postinstall builds the web bundle with webpack), then starts SecantusDB (a
+MongoDB-wire-protocol server from PyPI, secantusdb, in a fresh temporary folder) and Nightscout on free ports. close()
+(or the end of the process, by atexit, or its death by any signal, through a small watchdog process) stops both and
+removes the folder.
 
 Without node, npm, SecantusDB or the tarball, it raises NightscoutUnavailable with a one-line message.
 """
@@ -37,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository
 INSTALLED_MARKER = ".tcsync-installed"  # written last into a complete install, before it is renamed into place
 RUN_TAG = "TCSYNC_NS_RUN"  # set in both servers' environment to the run folder: how the watchdog knows them
 NPM_CI = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
+NPM_CI_BUNDLE = ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"]  # postinstall runs webpack: the web page
+BUNDLE_SUFFIX = "-bundle"  # the cache entry of an install with the web bundle: <16 hex>-bundle
 
 # Run beside the servers by the owner's interpreter, holding the read end of a pipe that only the owner writes to. EOF
 # means the owner closed it (close()) or died, even by SIGKILL: then it stops each server whose pid is recorded in the
@@ -108,15 +112,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def install(tarball: Path) -> Path:
+def install(tarball: Path, bundle: bool = False) -> Path:
     """The installed tree of this tarball (package.json, node_modules), installing it first if the cache lacks it.
+
+    bundle=True: a separate cache entry (<16 hex>-bundle) installed with plain `npm ci`, whose postinstall builds
+    Nightscout's web bundle with webpack (about 1.5 min on 2 cores, once per machine): for a test of its web page.
 
     Safe with concurrent test processes: one installs under a file lock, into a temporary folder beside the cache entry
     that is renamed into place only when complete; the others wait for the lock and then find it done.
     """
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    tree = root / sha256_of(tarball)[:16]
+    tree = root / (sha256_of(tarball)[:16] + (BUNDLE_SUFFIX if bundle else ""))
     if (tree / INSTALLED_MARKER).exists():
         return tree
     with open(root / f"{tree.name}.lock", "w") as lock:
@@ -125,14 +132,14 @@ def install(tarball: Path) -> Path:
             shutil.rmtree(tree, ignore_errors=True)  # a stale, incomplete one (from before the marker rule)
             staging = Path(tempfile.mkdtemp(prefix=f".{tree.name}-", dir=root))
             try:
-                _unpack_and_npm_ci(tarball, staging)
+                _unpack_and_npm_ci(tarball, staging, bundle)
                 staging.rename(tree)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     return tree
 
 
-def _unpack_and_npm_ci(tarball: Path, staging: Path) -> None:
+def _unpack_and_npm_ci(tarball: Path, staging: Path, bundle: bool = False) -> None:
     """Unpack the tarball's single top folder's contents into staging, npm ci there, then write the marker."""
     with tarfile.open(tarball) as archive:
         archive.extractall(staging / "x", filter="data")
@@ -141,9 +148,15 @@ def _unpack_and_npm_ci(tarball: Path, staging: Path) -> None:
         item.rename(staging / item.name)
     top.rmdir()
     (staging / "x").rmdir()
-    done = subprocess.run(NPM_CI, cwd=staging, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(NPM_CI_BUNDLE if bundle else NPM_CI, cwd=staging, capture_output=True, text=True,
+                          timeout=900)
     if done.returncode:
         raise RuntimeError(f"npm ci failed ({done.returncode}) for {tarball.name}:\n{done.stderr[-3000:]}")
+    if bundle:
+        if not any((staging / "node_modules/.cache/_ns_cache/public").glob("js/bundle*.js")):
+            raise RuntimeError(f"npm ci built no web bundle for {tarball.name}:\n{done.stderr[-3000:]}")
+        (staging / INSTALLED_MARKER).write_text(f"{tarball.name} with the web bundle\n")
+        return
     # What postinstall would leave besides the web bundle (which the API does not need): the bundle folder and the
     # random key file.
     (staging / "node_modules/.cache/_ns_cache/public").mkdir(parents=True, exist_ok=True)
@@ -205,7 +218,13 @@ class NightscoutClient:
 
     def post_treatments(self, docs) -> tuple[int, object]:
         """POST /api/v1/treatments/ with one document or a list; returns (status, the parsed answer)."""
-        request = urllib.request.Request(self.url + "api/v1/treatments/", method="POST", data=json.dumps(docs).encode(),
+        return self.post("treatments", docs)
+
+    def post(self, collection: str, docs) -> tuple[int, object]:
+        """POST /api/v1/<collection>/ (treatments, entries, profile) with one document or a list; returns (status,
+        the parsed answer)."""
+        request = urllib.request.Request(f"{self.url}api/v1/{collection}/", method="POST",
+                                         data=json.dumps(docs).encode(),
                                          headers={**self.headers, "Content-Type": "application/json"})
         return _send(request)
 
@@ -214,16 +233,18 @@ class NightscoutServer(Watched, NightscoutClient):
     """One Nightscout of the given version and its own empty database; also a context manager (close() on exit).
 
     url ends with "/"; api_secret is the plain secret (requests carry its sha1 hex in the api-secret header); version
-    is what status.json reports.
+    is what status.json reports. bundle=True runs an install with the web bundle (install()): Nightscout's own page
+    works in a browser.
     """
 
-    def __init__(self, version: str, *, api_secret: str = "ns-real-secret-0123", timeout: float = 90.0):
+    def __init__(self, version: str, *, api_secret: str = "ns-real-secret-0123", timeout: float = 90.0,
+                 bundle: bool = False):
         if len(api_secret) < 12:
             raise ValueError("Nightscout refuses an API_SECRET shorter than 12 characters")
         require_tools()
         self.api_secret = api_secret
         self.timeout = timeout
-        self.tree = install(tarball_for(version))
+        self.tree = install(tarball_for(version), bundle)
         self._processes: dict[str, subprocess.Popen] = {}
         self._owner = os.getpid()  # a forked child's atexit must not stop the parent's servers
         self.base = Path(tempfile.mkdtemp(prefix="tcsync-ns-"))
