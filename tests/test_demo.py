@@ -5,24 +5,18 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from conftest import ROOT, request
+from conftest import ROOT, request, wait_for
 from pg_server import free_port
 
 SPEED = "12"  # the fridge posts every 5/12 s, the timer syncs every 5 s: one warm spell in about 8 s
 
 
-def wait_until(check, what, out_file: Path, timeout=20.0, pause=0.2):
+def wait_until(check, what, out_file: Path, timeout=20.0):
     """check()'s first true value within timeout seconds, else fail naming what, with the demo's output so far."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(pause)
-    raise AssertionError(f"the demo never showed {what} within {timeout} s:\n{out_file.read_text()[-3000:]}")
+    return wait_for(check, timeout, 0.2,
+                    explain=lambda: f"the demo never showed {what}:\n{out_file.read_text()[-3000:]}")
 
 
 def page(port, path="/"):

@@ -5,7 +5,7 @@ from test_e2e import start_service
 
 
 def test_a_cli_sync_while_the_web_service_syncs_exits_1_without_overlap(make_app, tandem, nightscout, tmp_path):
-    tandem.pump_log_secs = 60.0  # Tandem holds the web's sync until the CLI has answered (a busy machine starts it slowly)
+    tandem.pump_log_secs = 60.0  # held until the CLI has answered (a busy machine starts it slowly)
     app, _ = make_app()
     with served(app) as address:
         assert request(address, "POST", "/run", bearer())[0] == 202
