@@ -1,7 +1,7 @@
 """tcsync_wsgi: keep Tandem pump history flowing into Nightscout, and receive Data Connector events.
 
 The entry the design names: create_app() builds the service from the parts in tcsync/ (tests pass their own),
-main() is the command line (serve, sync, check, test-alert), serve() runs waitress and stops cleanly on SIGTERM.
+main() is the command line (serve, sync, check, test-alert, demo), serve() runs waitress and stops cleanly on SIGTERM.
 Run it as `python tcsync_wsgi.py` (the Procfile does). How the parts fit: tcsync/__init__.py.
 """
 
@@ -121,8 +121,24 @@ def serve(app: App) -> int:
     return 0
 
 
+def demo() -> int:
+    """The service against stand-ins on this machine (tcsync/demo.py): no account, no settings, a temporary store.
+    The only place outside the tests that imports the stand-ins, and only when asked for."""
+    from tcsync.demo import Stage
+
+    with Stage() as stage:
+        settings = read_settings()
+        if settings.problems:  # PORT not a port, say: the demo's other settings are its own
+            print(f"tcsync_wsgi: cannot start the demo: {'; '.join(settings.problems)}", file=sys.stderr)
+            return 2
+        app = create_app(settings, timer=True)
+        print(stage.banner(), flush=True)
+        stage.start_fridge()  # it tries again until the service answers
+        return serve(app)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`serve` (default), `sync [--days N] [--pretend] [--features A,B]`, `check`, or `test-alert`."""
+    """`serve` (default), `sync [--days N] [--pretend] [--features A,B]`, `check`, `test-alert`, or `demo`."""
     parser = argparse.ArgumentParser(prog="tcsync_wsgi.py", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb")
     verbs.add_parser("serve", help="serve the web app (the default)")
@@ -130,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     check = verbs.add_parser("check", help="tconnectsync's login check: exit 0 ok, 1 errors, 2 bad configuration")
     verbs.add_parser("test-alert", help="send a test alert to Nightscout and each of ALERT_URLS: a line each; exit 0 "
                      "all sent, 1 not, 2 bad configuration, 3 one was sent less than a minute ago")
+    verbs.add_parser("demo", help="try it: the service on http://127.0.0.1:5000 (or PORT) against stand-ins of "
+                     "Tandem Source, Nightscout and a fridge sensor on this machine; nothing real, nothing leaves it")
     for sub in (sync, check):
         sub.add_argument("--days", type=int, default=1, choices=range(1, 31), metavar="N (1-30)")
     sync.add_argument("--pretend", action="store_true", help="read from Tandem, upload nothing")
     sync.add_argument("--features", help="comma list of tconnectsync features")
     args = parser.parse_args(argv)
+    if args.verb == "demo":
+        return demo()
     settings = read_settings()
     web = args.verb in (None, "serve")
     # the web serves a page naming them, if it has a port and an address to listen on

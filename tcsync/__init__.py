@@ -25,6 +25,9 @@
                       (a GET / reads nothing from the store)
     web               the route table and handlers (App, the WSGI callable), the error boundary, the access log
     server            waitress, its limits and its deadlines for slow clients
+    standins, demo    not the service: loopback stand-ins of Tandem Source and Nightscout (the tests' and the demo's),
+                      and `python tcsync_wsgi.py demo` around them (a made-up pump, a simulated fridge); above every
+                      part, so no part can import them
 
 tcsync_wsgi.py, at the top of the repository, builds the App from these parts (create_app) and runs it (main).
 

@@ -206,15 +206,15 @@ def hold_first_commit(store) -> tuple[threading.Event, threading.Event, list]:
     return held, release, commits
 
 
-def wait_for(predicate, timeout=20.0, interval=0.02):
-    """Poll until predicate() is truthy; fail after timeout."""
+def wait_for(predicate, timeout=20.0, interval=0.02, explain=None):
+    """Poll until predicate() is truthy and return that value; fail after timeout, adding explain()'s text if given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"not true within {timeout} s: {predicate}")
+    raise AssertionError(f"not true within {timeout} s: {predicate}" + (f"\n{explain()}" if explain else ""))
 
 
 # PostgreSQL: one real server for the session, started by the first test that asks for it -----------

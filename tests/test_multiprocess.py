@@ -5,13 +5,14 @@ from test_e2e import start_service
 
 
 def test_a_cli_sync_while_the_web_service_syncs_exits_1_without_overlap(make_app, tandem, nightscout, tmp_path):
-    tandem.pump_log_secs = 2.0
+    tandem.pump_log_secs = 60.0  # held until the CLI has answered (a busy machine starts it slowly)
     app, _ = make_app()
     with served(app) as address:
         assert request(address, "POST", "/run", bearer())[0] == 202
         wait_for(lambda: tandem.pump_logs_in_flight == 1)
         cli = start_service(tandem, service_env(tandem, nightscout, tmp_path / "tcsync.sqlite3"), "sync")
         _, err = cli.communicate(timeout=60)
+        tandem.release()
         assert (cli.returncode, err) == (1, "tcsync_wsgi: not started: a sync is already running\n")
         wait_for(lambda: runs_of(address)[0]["outcome"] == "ok")
         assert [r["trigger"] for r in runs_of(address)] == ["run"]  # the refused CLI recorded nothing
@@ -20,7 +21,7 @@ def test_a_cli_sync_while_the_web_service_syncs_exits_1_without_overlap(make_app
 
 
 def test_a_web_trigger_while_a_cli_sync_runs_is_busy(make_app, tandem, nightscout, tmp_path):
-    tandem.pump_log_secs = 2.0
+    tandem.pump_log_secs = 60.0  # Tandem holds the CLI's sync until the web has been refused
     cli = start_service(tandem, service_env(tandem, nightscout, tmp_path / "tcsync.sqlite3"), "sync")
     try:
         wait_for(lambda: tandem.pump_logs_in_flight == 1, timeout=30)
@@ -30,6 +31,7 @@ def test_a_web_trigger_while_a_cli_sync_runs_is_busy(make_app, tandem, nightscou
             assert (status, body) == (202, b'{"started": false, "reason": "a sync is already running", "run_id": null}')
             assert request(address, "POST", "/update", bearer())[0] == 409
             assert runs_of(address)[0]["outcome"] == "running"  # the CLI's run, not marked interrupted
+            tandem.release()
             out, _ = cli.communicate(timeout=60)
             assert cli.returncode == 0 and "sync ok: uploaded 2" in out
             wait_for(lambda: runs_of(address)[0]["outcome"] == "ok", timeout=5)  # read from the store
