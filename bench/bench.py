@@ -70,9 +70,10 @@ def start(kind: str, work: Path, db: Path | None = None, argv: list | None = Non
     port = free_port()
     if kind == "floor":
         argv, cwd = [sys.executable, "floor_app.py"], BENCH
-    elif kind == "seed":
+    elif kind in ("seed", "seed_durable"):  # the seed as it ships, and made to keep each delivery (SEED_DB)
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
-        argv, cwd = [gunicorn, "--bind", f"127.0.0.1:{port}", "seed_app:app"], BENCH
+        argv, cwd = [gunicorn, "--bind", f"127.0.0.1:{port}", f"{kind}_app:app"], BENCH
+        env = {"SEED_DB": str(work / f"{kind}.db"), **(env or {})}
     else:  # the Procfile: web: python tcsync_wsgi.py
         argv, cwd = argv or [sys.executable, "tcsync_wsgi.py"], ROOT
     env = base_env(LISTEN_HOST="127.0.0.1", LISTEN_PORT=str(port), DT_SIGNATURE_SECRET=DT_SECRET,

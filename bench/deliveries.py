@@ -1,6 +1,7 @@
 """The deliveries bench (issues 10 and 13), run by `bench/run deliveries`: signed POST / on SQLite and PostgreSQL.
 
-In alternating rounds, on 127.0.0.1: the seed stack (Flask + gunicorn, stores nothing), the service on SQLite, the
+In alternating rounds, on 127.0.0.1: the seed stack (Flask + gunicorn, stores nothing), the seed made durable
+(seed_durable_app.py: one INSERT and COMMIT per delivery into SQLite WAL, each eventId once), the service on SQLite, the
 service on PostgreSQL (a local server this script starts, default synchronous_commit) and two service processes on
 that same database (two wrk runs at once, half the connections each). Unique signed deliveries at 8 and 16
 connections. Then GET / latency while a POST storm runs against the SQLite service, and 10 000 deliveries
@@ -27,7 +28,7 @@ from pg_server import PostgresServer
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECS = int(os.environ.get("BENCH_SECS", "4"))
 REPLAY = 10_000
-KINDS = ("seed", "sqlite", "postgres", "postgres_x2")
+KINDS = ("seed", "seed_durable", "sqlite", "postgres", "postgres_x2")
 
 
 def count_events(store_url_or_path: str) -> int:
@@ -113,10 +114,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tcsync-deliveries-") as tmp, PostgresServer() as pg:
         work = Path(tmp)
         url, url_x2 = pg.create_database(), pg.create_database()
-        procs = {"seed": [start("seed", work)], "sqlite": [start_service(work, "sqlite")],
+        procs = {"seed": [start("seed", work)], "seed_durable": [start("seed_durable", work)],
+                 "sqlite": [start_service(work, "sqlite")],
                  "postgres": [start_service(work, "pg", url)],
                  "postgres_x2": [start_service(work, "pg_a", url_x2), start_service(work, "pg_b", url_x2)]}
-        for kind in ("seed",):
+        for kind in ("seed", "seed_durable"):
             wait_200(procs[kind][0][1], procs[kind][0][0], time.perf_counter())
         results = {f"post{c}": {kind: [] for kind in KINDS} for c in (8, 16)}
         try:
@@ -127,7 +129,7 @@ def main() -> int:
                     wrk(port, 1, bodies=warm)
             for r in range(ROUNDS):
                 for connections in (8, 16):
-                    for kind in KINDS[r % 4:] + KINDS[:r % 4]:
+                    for kind in KINDS[r % len(KINDS):] + KINDS[:r % len(KINDS)]:
                         ports = [port for _, port in procs[kind]]
                         bodies = []
                         for i in range(len(ports)):
@@ -149,7 +151,8 @@ def main() -> int:
             prober.start()
             storm_result = wrk(port, SECS, bodies=storm)
             prober.join()
-            mixed = {"idle_p99_ms": round(statistics.quantiles(idle, n=100)[98], 2),
+            mixed = {"idle_p50_ms": round(statistics.median(idle), 2),
+                     "idle_p99_ms": round(statistics.quantiles(idle, n=100)[98], 2),
                      "storm_p99_ms": round(statistics.quantiles(during, n=100)[98], 2),
                      "storm_p50_ms": round(statistics.median(during), 2), "storm_post_rps": storm_result["rps"]}
             print(f"GET / during a POST storm: {mixed}", flush=True)
@@ -168,11 +171,15 @@ def main() -> int:
                     stop(proc)
     summary = {name: {kind: round(statistics.median(r["rps"] for r in runs)) for kind, runs in per_kind.items()}
                for name, per_kind in results.items()}
-    ratios = {name: {kind: round(statistics.median(r["rps"] / s["rps"] for r, s in zip(runs, per_kind["seed"],
-                                                                                     strict=True)), 2)
-                     for kind, runs in per_kind.items()} for name, per_kind in results.items()}
+    def vs(base: str) -> dict:  # medians of the per-round ratios to base
+        return {name: {kind: round(statistics.median(r["rps"] / b["rps"] for r, b in zip(runs, per_kind[base],
+                                                                                         strict=True)), 2)
+                       for kind, runs in per_kind.items()} for name, per_kind in results.items()}
+
+    ratios, durable = vs("seed"), vs("seed_durable")
     output = {"machine": info, "rounds": ROUNDS, "secs": SECS, "took_secs": round(time.time() - started),
-              "post_rps": summary, "vs_seed": ratios, "get_during_storm": mixed, "replay": replays, "raw": results}
+              "post_rps": summary, "vs_seed": ratios,
+              "vs_seed_durable": durable, "get_during_storm": mixed, "replay": replays, "raw": results}
     (BENCH / "deliveries.json").write_text(json.dumps(output, indent=1) + "\n")
     print(f"\nMachine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}; {ROUNDS} rounds x {SECS} s;"
           f" took {output['took_secs']} s")
@@ -181,6 +188,10 @@ def main() -> int:
     for name in summary:
         print(f"| req/s, {name[4:]} connections | " + " | ".join(str(summary[name][k]) for k in KINDS) + " |")
         print(f"| x seed, {name[4:]} connections | " + " | ".join(f"{ratios[name][k]:.2f}" for k in KINDS) + " |")
+        print(f"| x durable seed, {name[4:]} connections | " + " | ".join(f"{durable[name][k]:.2f}" for k in KINDS)
+              + " |")
+    print(f"GET / (one client, every 20 ms) idle p50/p99 {mixed['idle_p50_ms']}/{mixed['idle_p99_ms']} ms; during a "
+          f"POST storm ({mixed['storm_post_rps']:.0f}/s) p50/p99 {mixed['storm_p50_ms']}/{mixed['storm_p99_ms']} ms")
     return 0
 
 

@@ -21,6 +21,8 @@
     request           Request, Response and reading parameters: the HTTP vocabulary of the handlers
     markup, charts    the page's templates (templates/) and words for times and numbers; its SVG strip and charts
     page, exports     the status page, from a plain read model (PageView); /events and the exports
+    view              what the status page shows from the store, built by a thread of its own when something changed
+                      (a GET / reads nothing from the store)
     web               the route table and handlers (App, the WSGI callable), the error boundary, the access log
     server            waitress, its limits and its deadlines for slow clients
     standins, demo    not the service: loopback stand-ins of Tandem Source and Nightscout (the tests' and the demo's),

@@ -11,7 +11,6 @@ import collections
 import dataclasses
 import datetime as dt
 import string
-import time
 import urllib.parse
 from collections.abc import Iterable
 
@@ -30,7 +29,8 @@ from tcsync.settings import without_value
 from tcsync.store import SHARED_STATE_SECS, Store, StoreError
 from tcsync.sync import CREDENTIALS_REFUSED, Run
 
-PAGE_DATA_SECS = SHARED_STATE_SECS  # how long the page reuses what it read from the store (see web.App.page_data)
+PAGE_DATA_SECS = SHARED_STATE_SECS  # how long a rendered public page is reused while nothing it shows changed
+STALE_NOTE_SECS = 5.0  # the page says how old its data are once they are older than this (view.ViewBuilder)
 MAX_CARDS = 12  # sensor cards drawn: a family has a few sensors (the bench has 50); the others are counted
 
 
@@ -104,12 +104,8 @@ def sensor_card(sensor: dict, series: dict[str, list[tuple[float, float]]], now:
 
 @dataclasses.dataclass
 class PageData:
-    """What the status page read from the store and drew from it, reused for a moment (web.App.page_data)."""
+    """What the status page read from the store and drew from it (view.ViewBuilder builds it in the background)."""
 
-    built_at: float  # time.monotonic()
-    fresh_for: float  # seconds: PAGE_DATA_SECS, or longer when reading and drawing took long
-    last_run: dict | None  # the syncer's, when built: a run that finished here since means draw again
-    current: Run | None
     strip: Markup
     summary: Markup
     summary_with_errors: Markup
@@ -125,10 +121,9 @@ def card_order(sensor: dict, band: tuple[float, float] | None) -> tuple[bool, st
 
 
 def gather_page_data(store: Store, now: float, tz: dt.tzinfo, band: tuple[float, float] | None, with_sensors: bool,
-                     last_run: dict | None, current: Run | None, open_alerts: Iterable[Alert] = ()) -> PageData:
+                     open_alerts: Iterable[Alert] = ()) -> PageData:
     """Read the last 24 h of runs and the sensors' readings, and draw the strip and up to MAX_CARDS cards, each
     with its own range (range_of: its label, else DT_TEMPERATURE_RANGE for temperature sensors)."""
-    t0 = time.perf_counter()
     try:
         runs = store.runs_since(now - DAY_SECS)
         sensors = store.sensors(now) if with_sensors else []
@@ -139,16 +134,14 @@ def gather_page_data(store: Store, now: float, tz: dt.tzinfo, band: tuple[float,
                    for kind in NUMERIC_KINDS if kind in sensor["readings"]} for sensor in sensors[:MAX_CARDS]]
     except StoreError:
         unavailable = fill(PARTS["unavailable"])
-        return PageData(time.monotonic(), PAGE_DATA_SECS, last_run, current, unavailable, Markup(), Markup(),
-                        unavailable, Markup())
+        return PageData(unavailable, Markup(), Markup(), unavailable, Markup())
     cards = [sensor_card(sensor, by_kind, now, tz, ranges[sensor["device"]][0],
                          card_notes(sensor["device"], ranges[sensor["device"]][1], open_alerts, now, tz))
              for sensor, by_kind in zip(sensors, series, strict=False)]
     cards.sort(key=lambda card: card[1] is None)  # out of range now, by the readings: first
     if len(sensors) > MAX_CARDS:
         cards.append((fill(PARTS["more_sensors"], count=len(sensors) - MAX_CARDS), None))
-    return PageData(time.monotonic(), max(PAGE_DATA_SECS, 20 * (time.perf_counter() - t0)), last_run, current,
-                    strip_html(runs, now, tz), strip_summary(runs, now, tz, False), strip_summary(runs, now, tz, True),
+    return PageData(strip_html(runs, now, tz), strip_summary(runs, now, tz, False), strip_summary(runs, now, tz, True),
                     join(card for card, _ in cards) if cards else fill(PARTS["no_sensors"]),
                     join(alert for _, alert in cards if alert))
 
@@ -200,6 +193,7 @@ class PageView:
     more_alerts: int  # how many more are open
     alert_history: list[tuple[Alert, str, str | None]] | None  # with the secret: 7 days, with their announcements
     drawn: PageData
+    drawn_as_of: float  # when what the page read from the store was last known to be current (view.ViewBuilder)
     versions: str  # the libraries' versions, shown with the secret
     nightscout: dict = dataclasses.field(default_factory=dict)  # Syncer.nightscout: its version, or a problem
     channels: tuple[str, ...] = ()  # ALERT_URLS' channels by their labels ("ntfy (ntfy.sh)"), never their URLs
@@ -352,7 +346,9 @@ def receiver_text(view: PageView) -> Markup:
 def header_notes(view: PageView) -> Markup:
     """Under the sentence: sensors outside their range now, and events that vanish at Heroku's next restart."""
     storage = view.on_heroku and view.receiver_on and view.store_dialect == "sqlite"
-    return join((view.drawn.alerts, fill(PARTS["storage"]) if storage else Markup()))
+    old = view.now - view.drawn_as_of > STALE_NOTE_SECS  # a slow database: say so rather than pass it off as now
+    return join((view.drawn.alerts, fill(PARTS["storage"]) if storage else Markup(),
+                 fill(PARTS["as_of"], when=time_html(view.drawn_as_of, view.now, view.tz)) if old else Markup()))
 
 
 def footer_html(receiver: Markup, versions: str, zone: Markup, answers_post: bool, form_shows: str) -> Markup:

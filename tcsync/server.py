@@ -12,6 +12,7 @@ import collections
 import resource
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import Error
 
 from tcsync.settings import Settings
@@ -43,6 +45,8 @@ FAIR_SHARE_CEILING = 200
 # Connections over a share are refused in the same turn that accepts: up to this many a turn, so that a client
 # opening them again at once cannot fill the listen backlog ahead of everyone else's.
 REFUSALS_PER_TURN = 1000
+# Answers that read nothing a delivery waits for: the status page (from its built view), /healthz, the open alerts.
+LIGHT_PATHS = frozenset(("/", "/healthz", "/alerts"))
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets, nothing kept in TIME_WAIT
 
 
@@ -131,6 +135,52 @@ class DeadlineChannel(HTTPChannel):
         return bool(self.total_outbufs_len) and now - self.last_activity > idle_secs  # time.time() of the last send
 
 
+class PageFirstDispatcher(ThreadedTaskDispatcher):
+    """waitress's worker threads, taking a GET or HEAD of LIGHT_PATHS before the deliveries waiting, plus one thread
+    that takes only those. In a storm of deliveries all workers wait for their commits, and a GET / waited for one
+    of them to finish (issue 28: p99 46-58 ms at the client, 1.5 ms inside the handler)."""
+
+    def __init__(self):
+        super().__init__()
+        self.light_cv = threading.Condition(self.lock)
+        self.closing = False
+
+    def start_light_thread(self) -> None:
+        self.start_new_thread(self.light_thread, "page")
+
+    def add_task(self, task) -> None:
+        """task: a waitress channel whose first request is the one to answer next."""
+        request = task.requests[0] if getattr(task, "requests", None) else None
+        task.light = bool(request) and request.command in ("GET", "HEAD") and request.path in LIGHT_PATHS
+        if not task.light:
+            super().add_task(task)
+            return
+        with self.lock:  # after the light ones already waiting, before every other
+            self.queue.insert(next((i for i, t in enumerate(self.queue) if not getattr(t, "light", False)),
+                                   len(self.queue)), task)
+            self.queue_cv.notify()
+            self.light_cv.notify()
+
+    def light_thread(self, _thread_no) -> None:
+        while True:
+            with self.lock:
+                while not self.closing and not (self.queue and getattr(self.queue[0], "light", False)):
+                    self.light_cv.wait()
+                if self.closing:
+                    return
+                task = self.queue.popleft()
+            try:
+                task.service()
+            except BaseException:  # as waitress's own workers: log it, serve the next
+                self.logger.exception("Exception when servicing %r", task)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        with self.lock:
+            self.closing = True
+            self.light_cv.notify_all()
+        return super().shutdown(cancel_pending, timeout)
+
+
 class DeadlineServer(TcpWSGIServer):
     """waitress's server, closing connections that miss their deadlines (checked every second, in the main loop)."""
 
@@ -141,7 +191,10 @@ class DeadlineServer(TcpWSGIServer):
         self.trusted_proxy = trusted_proxy
         self.share = fair_share(adj.connection_limit)
         self.held: collections.Counter[str] = collections.Counter()  # open connections per client
-        super().__init__(application, adj=adj)
+        dispatcher = PageFirstDispatcher()
+        dispatcher.set_thread_count(adj.threads)
+        dispatcher.start_light_thread()
+        super().__init__(application, adj=adj, dispatcher=dispatcher)
 
     def handle_accept(self) -> None:
         """Accept what waits, up to ACCEPTS_PER_TURN new connections (and REFUSALS_PER_TURN refused ones): waitress

@@ -123,6 +123,8 @@ class Store:
         # (monotonic time, answer) of event_summary: the status page asks on every GET; other processes'
         # deliveries show within SHARED_STATE_SECS, this one's at once.
         self._summary: tuple[float, tuple[int, float | None]] | None = None
+        self.writes = 0  # statements through write(): the alerts' own tables (view.ViewBuilder.changes)
+        self.added = 0  # events kept by this process (view.ViewBuilder.changes: two may arrive in one clock tick)
         try:
             self._migrate(self._connection("write"))
         except self.errors as e:
@@ -338,6 +340,11 @@ class Store:
         for event_id, count in repeats.items():
             self._run(db, "UPDATE events SET duplicates = duplicates + ? WHERE event_id = ?", (count, event_id))
 
+    @property
+    def closed(self) -> bool:
+        """close() was called (the page's builder stops then, rather than open the file again)."""
+        return self._writer is None
+
     def close(self) -> None:
         """Write what is queued, then close the connections."""
         with self._writer_lock:
@@ -357,7 +364,10 @@ class Store:
 
     def write(self, sql: str, args: tuple = ()) -> tuple[list, int]:
         """One statement through the writer, committed when it returns: (the rows it returned, rows changed)."""
-        return self._write(sql, args)
+        try:
+            return self._write(sql, args)
+        finally:
+            self.writes += 1  # the alert rows and announcements changed (maybe): the page's builder looks
 
     # runs
     def start_run(self, trigger: str, started_at: float) -> int:
@@ -420,6 +430,7 @@ class Store:
         duplicate = self._write(None, row)
         if not duplicate:
             self._summary = None
+            self.added += 1
         return duplicate
 
     def prune_events(self, now: float) -> None:
@@ -487,17 +498,35 @@ class Store:
 
     def _newest_of_each_type(self, until: float, device: str | None, with_reading: bool) -> list[tuple]:
         """(device, event_type, target, name, value, value2, state, event_time) of each device's newest event of
-        each type up to a time (with_reading: of those that hold a reading), oldest first."""
-        one = " AND device = ?" if device is not None else ""
-        reading = " AND ({e}value IS NOT NULL OR {e}state IS NOT NULL)" if with_reading else ""
-        inner, outer = reading.format(e=""), reading.format(e="e.")
-        rows, _ = self._query(
-            "SELECT e.device, e.event_type, e.target, e.name, e.value, e.value2, e.state, e.event_time FROM events e"
-            " JOIN (SELECT device, event_type, MAX(event_time) AS newest FROM events"
-            f"  WHERE device IS NOT NULL AND event_time <= ?{one}{inner} GROUP BY device, event_type) m"
-            f" ON e.device = m.device AND e.event_type = m.event_type AND e.event_time = m.newest{outer}"
-            " ORDER BY e.device, e.event_time, e.event_id", (until, device) if one else (until,), "read")
-        return rows
+        each type up to a time (with_reading: of those that hold a reading), oldest first.
+
+        One index seek per device and type, not a GROUP BY over every event: its cost follows the number of
+        devices, not of events (a GROUP BY read all 72 000 of a day of 50 sensors, 56 ms, on every page build)."""
+        reading = " AND (value IS NOT NULL OR state IS NOT NULL)" if with_reading else ""
+        rows = []
+        for device_id, event_type in self._device_types(device):
+            found, _ = self._query(
+                "SELECT device, event_type, target, name, value, value2, state, event_time, event_id FROM events"
+                f" WHERE device = ? AND event_type = ? AND event_time <= ?{reading}"
+                " ORDER BY event_time DESC, event_id DESC LIMIT 1", (device_id, event_type, until), "read")
+            rows += found
+        rows.sort(key=lambda row: (row[0], row[7], row[8]))
+        return [row[:8] for row in rows]
+
+    def _device_types(self, device: str | None = None) -> list[tuple[str, str]]:
+        """Every (device, event type) stored (of one device, if given), each found by one seek in events_readings
+        (a loose index scan: neither database skips through an index by itself)."""
+        pairs, devices = [], [device] if device is not None else []
+        if device is None:
+            after = ""
+            while (after := self._query("SELECT MIN(device) FROM events WHERE device > ?", (after,))[0][0][0]):
+                devices.append(after)
+        for device_id in devices:
+            kind = ""
+            while (kind := self._query("SELECT MIN(event_type) FROM events WHERE device = ? AND event_type > ?",
+                                       (device_id, kind))[0][0][0]) is not None:
+                pairs.append((device_id, kind))
+        return pairs
 
     def series(self, device: str, kind: str, since: float, now: float) -> list[tuple[float, float]]:
         """(event time, value) of one numeric kind of one device from a time until now (and FUTURE_SLACK_SECS),
@@ -506,14 +535,18 @@ class Store:
         rows, _ = self._query(
             f"SELECT event_time, {column} FROM events WHERE device = ? AND event_type IN"
             f" ({', '.join('?' * len(event_types))}) AND event_time >= ? AND event_time <= ? AND {column} IS NOT NULL"
-            " ORDER BY event_time, event_id", (device, *event_types, since, now + FUTURE_SLACK_SECS), "read")
+            # ties by value, not event_id: the index holds the value, so no row is read (8 ms a day of readings)
+            f" ORDER BY event_time, {column}", (device, *event_types, since, now + FUTURE_SLACK_SECS), "read")
         return [(event_time, value) for event_time, value in rows]
 
     def latest_labels(self, device: str) -> dict:
-        """The labels of the device's newest event (its name, its temperature_range)."""
-        rows, _ = self._query("SELECT body FROM events WHERE device = ? ORDER BY event_time DESC, event_id DESC"
-                              " LIMIT 1", (device,))
-        return document_of(bytes(rows[0][0]))[1] if rows else {}
+        """The labels of the device's newest event (its name, its temperature_range): the newest of each of its
+        types by an index seek (ordering all of its events by time read every one of their rows: 6 ms a device)."""
+        newest = []
+        for _, event_type in self._device_types(device):
+            newest += self._query("SELECT event_time, event_id, body FROM events WHERE device = ? AND event_type = ?"
+                                  " ORDER BY event_time DESC, event_id DESC LIMIT 1", (device, event_type))[0]
+        return document_of(bytes(max(newest)[2]))[1] if newest else {}
 
     def event_summary(self, since: float) -> tuple[int, float | None]:
         """Events kept that were received since a time, and the newest receive time (cached a moment)."""

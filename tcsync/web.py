@@ -24,9 +24,7 @@ from tcsync.exports import (
 from tcsync.homescreen import MANIFEST, icon_png
 from tcsync.log import Log
 from tcsync.pushes import TooSoon
-from tcsync.page import (
-    DAY_SECS, PAGE_DATA_SECS, PageData, PageView, ProblemsView, gather_page_data, render_problems, render_status,
-)
+from tcsync.page import PAGE_DATA_SECS, STALE_NOTE_SECS, PageView, ProblemsView, render_problems, render_status
 from tcsync.readings import Delivery, iso
 from tcsync.receiver import Rejected, parse_delivery, secret_matches, verify_delivery
 from tcsync.request import (
@@ -36,11 +34,11 @@ from tcsync.settings import Settings
 from tcsync.store import QueryRefused, Store, StoreError
 from tcsync.sync import BUSY, PAUSED, Syncer, SyncTimer
 from tcsync.throttle import WINDOW_SECS, GuessThrottle
+from tcsync.view import ALERT_HISTORY_SECS, BuiltView, ViewBuilder
 
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 MAX_DELIVERY_BYTES = 64 * 1024
 MAX_SIGNATURE_CHARS = 4096
-ALERT_HISTORY_SECS = 7 * 86400  # ended alerts listed with the secret (/alerts, the status page)
 ALERTS_PUBLIC = 50  # open alerts /alerts lists without the secret (then how many more)
 ALERTS_PAGE = 500  # and with it, a page at a time (offset)
 PAGE_ALERTS = 5  # open alerts the status page's sentence names (then how many more)
@@ -71,10 +69,9 @@ class App:
         # The pump's zone; UTC while none is named (syncs wait for it; the page says its times are in UTC).
         self.tz = zoneinfo.ZoneInfo(settings.timezone_name) if settings.timezone_name else dt.UTC
         self._deliveries = 0
-        self._page_data: PageData | None = None
+        self.view = ViewBuilder(settings, store, syncer, self.alerts, self.tz, clock)  # what GET / shows, built
         # without the secret, and with a wrong one: {wrong: (monotonic time, what it shows, the page)}
         self._public_pages: dict[bool, tuple[float, tuple, bytes]] = {}
-        self._page_data_lock = threading.Lock()
         self._export_places = threading.BoundedSemaphore(EXPORTS_AT_ONCE)
         self.guesses = GuessThrottle()
         self.last_test: tuple[float, tuple[str, ...]] | None = None  # the page's last test alert, its lines
@@ -151,12 +148,14 @@ class App:
         if self.timer:
             self.timer.start()
         self.alerts.start()
+        self.view.start()
 
     def stop(self) -> None:
         """No new syncs from now on (SIGTERM): the timer and the alert watch stop, a sync asked for is refused."""
         if self.timer:
             self.timer.stop()
         self.alerts.stop()
+        self.view.stop()
         self.syncer.closed = True
 
     def close(self, deadline: float) -> None:
@@ -237,8 +236,8 @@ class App:
         return then
 
     def _back_to_page(self, request: Request, then: str) -> Response:
-        if then == "page":
-            return self.status_page(request)
+        if then == "page":  # what the button did shows: a view built after it
+            return self.status_page(request, self.view.fresh())
         location = "/?" + urllib.parse.urlencode({"secret": self.settings.secret}) if then == "/?secret" else "/"
         return Response(303, b"See the status page.\n", headers=(("Location", location),))
 
@@ -357,52 +356,53 @@ class App:
         return json_response(503 if status == "stale" else 200,
                              {"status": status, "last_success_at": iso(last_ok), "last_run": last_run})
 
-    def status_page(self, request: Request) -> Response:
+    def status_page(self, request: Request, built: BuiltView | None = None) -> Response:
+        """The page, from the newest built view (view.ViewBuilder): no request reads the store for it."""
         authorized = self._is_authorized(request)
         wrong = not authorized and self._secret_given(request)
-        now, health = self.clock(), self.health()
-        events = self.event_summary(now)
+        if built is None:  # the secret form (a person): what changed until they pressed it shows
+            built = self.view.fresh() if authorized and request.method == "POST" else self.view.newest()
+        now = self.clock()
+        health = self.syncer.health(now, self.timer is not None)[:2]  # the builder refreshes the syncer's runs
         if authorized:
-            body = render_status(self.page_view(request, now, health, events, authorized, wrong)).encode()
+            body = render_status(self.page_view(request, now, health, built, authorized, wrong)).encode()
         else:  # the hot path (monitors, people, wrong secrets): the same page while nothing it shows has changed
-            key = (health, events, self.syncer.current, self.syncer.last_run, self.syncer.paused_until,
+            key = (health, built, self.view.events, self._drawn_as_of(built, now) < now - STALE_NOTE_SECS,
+                   self.syncer.current, self.syncer.last_run, self.syncer.paused_until,
                    self.timer and self.timer.next_at, self.store.failure, tuple(self.alerts.open_alerts()),
                    wrong and (request.method, self._secret_in_address(request)))  # what the wrong-secret page says
             cached = self._public_pages.get(bool(wrong))
             if cached is None or cached[1] != key or time.monotonic() - cached[0] >= PAGE_DATA_SECS:
-                body = render_status(self.page_view(request, now, health, events, False, wrong)).encode()
+                body = render_status(self.page_view(request, now, health, built, False, wrong)).encode()
                 cached = self._public_pages[bool(wrong)] = (time.monotonic(), key, body)
             body = cached[2]
         return Response(200, body, "text/html; charset=utf-8", (("Content-Security-Policy", PAGE_POLICY),))
 
-    def page_view(self, request: Request, now: float, health: tuple[str, float | None],
-                  events: tuple[int, float | None] | str | None, authorized: bool, wrong_secret: bool) -> PageView:
-        """What the status page shows, read from the parts: the store's failure first, before this page reads."""
+    def page_view(self, request: Request, now: float, health: tuple[str, float | None], built: BuiltView,
+                  authorized: bool, wrong_secret: bool) -> PageView:
+        """What the status page shows: the syncer's and the alerts' state now, the store's from the built view."""
         syncer, timer, store_failure = self.syncer, self.timer, self.store.failure
-        last_run, current, paused_until = syncer.last_run, syncer.current, syncer.paused_until
         open_alerts = self.alerts.open_alerts()  # the most urgent kind first
-        drawn = self.page_data(now)
-        recent_runs = alert_history = None
-        if authorized:
-            try:
-                recent_runs = self.store.runs(20)
-                alert_history = self.alerts.book.recent(now - ALERT_HISTORY_SECS,
-                                                        {c.id: c.label for c in self.alerts.channels})
-            except StoreError:
-                pass  # the page says the runs are not shown while the database fails
         s = self.settings
         return PageView(
             now=now, tz=self.tz, zone=s.timezone_name, health=health[0], last_ok=health[1], authorized=authorized,
             wrong_secret=wrong_secret, secret=s.secret, secret_in_address=self._secret_in_address(request),
             answers_post=request.method == "POST", on_heroku=s.on_heroku, missing=s.missing, stale_mins=s.stale_mins,
             interval_mins=s.interval_mins, receiver_on=bool(s.dt_secrets),
-            events=events, store_failure=store_failure, store_where=self.store.path, store_dialect=self.store.dialect,
-            last_run=last_run, current=current, paused_until=paused_until, started_at=syncer.started_at,
-            has_timer=timer is not None, next_at=timer.next_at if timer else None, recent_runs=recent_runs,
+            events=self.view.events, store_failure=store_failure, store_where=self.store.path,
+            store_dialect=self.store.dialect, last_run=syncer.last_run, current=syncer.current,
+            paused_until=syncer.paused_until, started_at=syncer.started_at, has_timer=timer is not None,
+            next_at=timer.next_at if timer else None, recent_runs=built.recent_runs if authorized else None,
             open_alerts=tuple(open_alerts[:PAGE_ALERTS]), more_alerts=max(0, len(open_alerts) - PAGE_ALERTS),
-            alert_history=alert_history, drawn=drawn,
+            alert_history=built.alert_history if authorized else None, drawn=built.drawn,
+            drawn_as_of=self._drawn_as_of(built, now),
             versions=self.versions, nightscout=dict(syncer.nightscout),
             channels=tuple(c.label for c in self.alerts.channels), last_test=self.last_test)
+
+    def _drawn_as_of(self, built: BuiltView, now: float) -> float:
+        """When what the page shows from the store was last known to be current: the builder confirms it every tick
+        while nothing changes."""
+        return max(built.built_at, min(self.view.confirmed_at, now))
 
     @staticmethod
     def _secret_given(request: Request) -> bool:
@@ -416,32 +416,6 @@ class App:
     def _secret_in_address(request: Request) -> bool:
         """The secret is in the page's own address: only then may the page write it into a link or a redirect."""
         return "secret" in urllib.parse.parse_qs(request.environ.get("QUERY_STRING", ""), keep_blank_values=True)
-
-    def event_summary(self, now: float) -> tuple[int, float | None] | str | None:
-        """(events in the last 24 h, the newest one's arrival), None with the receiver off, "unknown" if the store
-        fails."""
-        if not self.settings.dt_secrets:
-            return None
-        try:
-            return self.store.event_summary(now - DAY_SECS)
-        except StoreError:
-            return "unknown"
-
-    def page_data(self, now: float) -> PageData:
-        """What the status page reads from the store, drawn: read again after PAGE_DATA_SECS (or 20 times as long as
-        the last reading and drawing took, so that it never costs more than a twentieth of a core), or at once when
-        a run started or finished in this process. One request thread reads; the others meanwhile show the last."""
-        data = self._page_data
-        fresh = data is not None and time.monotonic() - data.built_at < data.fresh_for \
-            and data.current is self.syncer.current and data.last_run == self.syncer.last_run
-        if not fresh and self._page_data_lock.acquire(blocking=data is None):
-            try:
-                data = self._page_data = gather_page_data(
-                    self.store, now, self.tz, self.settings.temperature_range, bool(self.settings.dt_secrets),
-                    self.syncer.last_run, self.syncer.current, self.alerts.open_alerts())
-            finally:
-                self._page_data_lock.release()
-        return data
 
     def post_to_page(self, request: Request) -> Response:
         """POST /: the page's secret form (the page, in the secret's view if it is right), else a Data Connector

@@ -253,8 +253,8 @@ class NightscoutServer(Watched, NightscoutClient):
                                           stdin=subprocess.PIPE, start_new_session=True)
         atexit.register(self.close)
         try:
-            self.mongo_port = self._start_database()
-            self.port = self._start_nightscout()
+            self.mongo_port = self._on_a_free_port("secantus", self._start_database)
+            self.port = self._on_a_free_port("nightscout", self._start_nightscout)
             super().__init__(f"http://{HOST}:{self.port}/", api_secret)
             self.version = self.status()["version"]
         except BaseException:
@@ -271,10 +271,22 @@ class NightscoutServer(Watched, NightscoutClient):
         (self.base / f"{name}.pid").write_text(str(process.pid))
         return process
 
+    def _on_a_free_port(self, name: str, start) -> int:
+        """start() (which takes a free port), again on another if someone took that port before the server bound it:
+        with parallel test workers, free_port()'s answer is only a likely one."""
+        for attempt in range(3):
+            try:
+                return start()
+            except RuntimeError as e:
+                if attempt == 2 or not any(sign in str(e) for sign in ("Address already in use", "EADDRINUSE")):
+                    raise
+                (self.base / f"{name}.log").unlink(missing_ok=True)  # the next attempt's tail is its own
+        raise AssertionError("unreachable")
+
     def _start_database(self) -> int:
         port = free_port()
         storage = self.base / "data"
-        storage.mkdir()
+        storage.mkdir(exist_ok=True)
         env = {**os.environ, "SECANTUS_TEST_FAST_STORAGE": "1"}  # a throwaway database: no durable writes
         self._spawn("secantus", [sys.executable, "-m", "secantus", "--host", HOST, "--port", port,
                                  "--storage-path", storage, "--log-level", "WARNING"], self.base, env)

@@ -134,3 +134,24 @@ def test_an_owner_killed_by_sigkill_leaves_no_server_and_no_folder(real_nightsco
         owner.send_signal(signal.SIGKILL)  # no atexit: the watchdog stops SecantusDB and Nightscout
         owner.communicate()
     wait_for(lambda: not os.path.exists(base) and not any(running(pid) for pid in pids), timeout=30)
+
+
+@pytest.mark.parametrize("real_nightscout", ["15.0.6"], indirect=True)  # once; real_nightscout: it is installed
+def test_a_port_taken_before_the_server_binds_it_is_tried_again_elsewhere(real_nightscout, monkeypatch):
+    import socket
+
+    import ns_server
+
+    with socket.socket() as taken:  # what a parallel worker's server does between free_port() and our bind
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        answers = [taken.getsockname()[1], taken.getsockname()[1]]  # the database's first try, then Nightscout's
+        real_free_port = ns_server.free_port
+        monkeypatch.setattr(ns_server, "free_port", lambda: answers.pop(0) if answers else real_free_port())
+        server = ns_server.NightscoutServer("15.0.6")
+        try:
+            assert answers == []
+            assert taken.getsockname()[1] not in (server.mongo_port, server.port)
+            assert server.status()["version"] == "15.0.6"
+        finally:
+            server.close()

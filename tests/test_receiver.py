@@ -10,7 +10,7 @@ import time
 
 import jwt
 import pytest
-from conftest import DT_SECRET, SERVICE_SECRET, call, load_fixture, request, served, stored
+from conftest import DT_SECRET, SERVICE_SECRET, call, load_fixture, request, served, stored, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -270,10 +270,11 @@ def test_status_page_counts_events_of_the_last_24_hours(make_app):
     app, _ = make_app(verify_clock=lambda: NOW, clock=lambda: now[0])
     assert post(app, body_for("old-1", timestamp="2027-01-14T07:59:59Z"))[0] == 200
     now[0] = NOW
-    assert b'on; 0 events in the last 24 h; last <time datetime="2027-01-14T07:59:59Z"' in call(app)[2]
+    # the page's view is built in the background: what it shows follows within seconds
+    wait_for(lambda: b'on; 0 events in the last 24 h; last <time datetime="2027-01-14T07:59:59Z"' in call(app)[2])
     for event_id in ("new-1", "new-2", "new-1"):
         assert post(app, body_for(event_id))[0] == 200
-    assert b'on; 2 events in the last 24 h; last <time datetime="2027-01-15T08:00:00Z"' in call(app)[2]
+    wait_for(lambda: b'on; 2 events in the last 24 h; last <time datetime="2027-01-15T08:00:00Z"' in call(app)[2])
 
 
 def test_status_page_shows_the_receiver_state_not_contents(app):
