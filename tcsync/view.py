@@ -36,7 +36,7 @@ class BuiltView:
     """What the status page shows from the store, read and drawn at one time by the builder."""
 
     built_at: float  # the App's clock when the build began: the page says how old it is once that is long
-    number: int  # builds are numbered as they begin (fresh() waits for one that began after it was called)
+    tick: int  # the builder's look (ViewBuilder._loop) that built it: fresh() waits for a look begun after its call
     key: tuple  # what it was built from (ViewBuilder.changes): a different key means build again
     drawn: PageData
     recent_runs: list[dict] | None  # for the secret's view; None while the store fails
@@ -58,9 +58,11 @@ class ViewBuilder:
         self._built = threading.Condition()  # notified at every new view
         self._wake = threading.Event()
         self._failure: Exception | None = None  # the last build's error, until one succeeds
-        self._hurry = False  # a page answering a button waits: the next build ignores the pause between builds
+        # A page answering a button waits for a view of a look begun after the press (all it reads is read after it):
+        # such a look builds at once, ignoring the pause between builds, and draws again.
+        self._wanted_tick = 0
         self._next_at = 0.0  # time.monotonic() before which no build starts (unless hurried)
-        self._begun = 0  # builds begun
+        self._ticks = 0  # the builder's looks begun
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -93,10 +95,9 @@ class ViewBuilder:
         not a monitor): what the button did shows. Waits at most FRESH_WAIT_SECS, then gives the newest."""
         self.start()
         with self._built:
-            wanted = self._begun + 1
-            self._hurry = True
+            wanted = self._wanted_tick = self._ticks + 1
             self._wake.set()
-            self._built.wait_for(lambda: (self._view is not None and self._view.number >= wanted) or self._stopped,
+            self._built.wait_for(lambda: (self._view is not None and self._view.tick >= wanted) or self._stopped,
                                  FRESH_WAIT_SECS)
         return self.newest()
 
@@ -132,12 +133,15 @@ class ViewBuilder:
     def _loop(self) -> None:
         while not self._stopped and not self.store.closed:
             try:
-                key, now = self.changes(), self.clock()
-                view = self._view
-                if view is None or self._hurry or (key != view.key and time.monotonic() >= self._next_at):
+                with self._built:
+                    self._ticks += 1
+                    tick, view = self._ticks, self._view
+                    hurried = view is not None and self._wanted_tick > view.tick  # a page waits (fresh())
+                key, now = self.changes(), self.clock()  # read after the tick: a waiting page's press is in it
+                if view is None or hurried or (key != view.key and time.monotonic() >= self._next_at):
                     # hurried: all again (a check, which no key shows, may have finished); else what changed
-                    drawn = view.drawn if view and not self._hurry and key[0] == view.key[0] else None
-                    self._publish(self._build(key, drawn))
+                    drawn = view.drawn if view and not hurried and key[0] == view.key[0] else None
+                    self._publish(self._build(key, tick, drawn))
                 elif key == view.key:
                     self.confirmed_at = now
             except Exception as e:  # the page keeps the last view; the next tick tries again
@@ -149,14 +153,12 @@ class ViewBuilder:
 
     def _build_now(self) -> BuiltView:
         """A view built in the caller's thread: only when the builder has stopped (the service is shutting down)."""
-        return self._build(self.changes())
+        return self._build(self.changes(), self._ticks)
 
-    def _build(self, key: tuple, drawn: PageData | None = None) -> BuiltView:
-        """A view of key (changes()): the drawing given is kept (its part of the key is the same), else drawn."""
+    def _build(self, key: tuple, tick: int, drawn: PageData | None = None) -> BuiltView:
+        """A view of key (changes() in look tick): the drawing given is kept (its part of the key is the same), else
+        drawn."""
         t0, now = time.perf_counter(), self.clock()
-        with self._built:
-            self._hurry, self._begun = False, self._begun + 1
-            number = self._begun
         drawn = drawn or gather_page_data(self.store, now, self.tz, self.settings.temperature_range,
                                           bool(self.settings.dt_secrets), self.alerts.open_alerts())
         try:
@@ -166,7 +168,7 @@ class ViewBuilder:
             alert_history = None
         self._next_at = time.monotonic() + max(MIN_BUILD_SECS, COST_SHARE * (time.perf_counter() - t0))
         # the runs as changes() read them; None while the database fails (the page says they are not shown)
-        return BuiltView(now, number, key, drawn, key[0][1], alert_history)
+        return BuiltView(now, tick, key, drawn, key[0][1], alert_history)
 
     def _fail(self, error: Exception) -> None:
         """Logged once while it repeats (the builder tries again every tick); a request waiting for a first view

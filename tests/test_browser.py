@@ -112,6 +112,14 @@ def runs_in_the_last_day(address):
             if dt.datetime.fromisoformat(run["started_at"]).timestamp() >= since]
 
 
+def page_shows_all_of_it(app, address):
+    """Wait for the page's view (built in the background, tcsync.view) to show what the scenario just stored: a view
+    built after this call, and every run of the last day in its strip."""
+    app.view.fresh()
+    wait_for(lambda: f"{len(runs_in_the_last_day(address))} syncs in the last 24 hours"
+             in request(address, "GET", "/")[2].decode(), timeout=15)
+
+
 # Setting the scene: history written as the service writes it, readings delivered as the Data Connector does ----
 
 def history(db_path, now, failing_since=None, slept=(16, 13)):
@@ -172,8 +180,8 @@ def test_healthy_with_a_fridge_sensor_and_sync_now(make_app, tmp_path, tabs):
     with served(app) as address:
         assert request(address, "GET", "/update", bearer())[0] == 200
         deliver_sensor(address, "emu04dq1fkk5hcle2jpbsaq", "Insulin fridge", readings)
-        app.view.fresh()  # a view built after all of the above (the page's is built in the background)
         for tab in tabs:
+            page_shows_all_of_it(app, address)  # the scenario's writes, and the last tab's Sync now
             page = tab.open(address)
             assert page.text_content("#state") == "ok"
             assert page.evaluate(MARK_COUNT) == len(runs_in_the_last_day(address))
@@ -203,8 +211,8 @@ def test_failing_with_its_reason(make_app, nightscout, tmp_path, tabs):
     with served(app) as address:
         assert request(address, "GET", "/update", bearer())[0] == 502
         deliver_sensor(address, "emu04dq1fkk5hcle2jpbsaq", "Insulin fridge", fridge_curve(now))
-        app.view.fresh()  # a view built after all of the above (the page's is built in the background)
         for tab in tabs:
+            page_shows_all_of_it(app, address)  # the scenario's writes, and the last tab's Sync now
             page = tab.open(address)
             assert page.text_content("#state") == "failing"
             assert host not in page.content()  # the reason only with the secret
@@ -249,8 +257,8 @@ def test_a_sensor_out_of_range_and_markup_in_names_and_errors(make_app, tmp_path
         deliver_sensor(address, "fridge1", "Fridge", readings)
         deliver(address, "<img src=x onerror=window.pwned=1>", "<script>window.pwned = 'name'</script>",
                 "temperature", {"temperature": {"value": 4.2}}, now - 300, "odd-1")
-        app.view.fresh()  # a view built after all of the above (the page's is built in the background)
         for tab in tabs:
+            page_shows_all_of_it(app, address)  # the scenario's writes, and the last tab's Sync now
             page = tab.open(address, WITH_SECRET)
             since = clock_text(outside[0][0], time.time(), app.tz)
             # out for 50 minutes, past ALERT_AFTER_MINS (15): an alert, which outranks the working syncs' ok
@@ -292,8 +300,8 @@ def test_a_fridge_out_of_range_while_syncs_fail_shows_both_badges_the_alert_firs
     with served(app) as address:
         assert request(address, "GET", "/update", bearer())[0] == 502
         deliver_sensor(address, "fridge1", "Insulin fridge", readings)
-        app.view.fresh()  # a view built after all of the above (the page's is built in the background)
         for tab in tabs:
+            page_shows_all_of_it(app, address)  # the scenario's writes, and the last tab's Sync now
             page = tab.open(address)
             since = clock_text(outside[0][0], time.time(), app.tz)
             alert, problem = page.locator("#state"), page.locator("#problem")
