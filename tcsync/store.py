@@ -484,27 +484,28 @@ class Store:
     def sensors(self, now: float, device: str | None = None) -> list[dict]:
         """One entry per device (or for the one device given): its names, when it was last heard, and its newest
         reading of each kind; events timed more than FUTURE_SLACK_SECS after now are not counted."""
-        until = now + FUTURE_SLACK_SECS
+        until, pairs = now + FUTURE_SLACK_SECS, self._device_types(device)  # found once for both reads
         sensors: dict[str, dict] = {}
-        for device_id, _, target, name, *_, event_time in self._newest_of_each_type(until, device, False):
+        for device_id, _, target, name, *_, event_time in self._newest_of_each_type(until, pairs, False):
             sensors[device_id] = {"device": device_id, "target": target, "name": name,
                                   "last_event_at": iso(event_time), "readings": {}}  # oldest first: a newer one wins
         for device_id, event_type, _, _, value, value2, state, event_time in self._newest_of_each_type(
-                until, device, True):  # oldest first: a newer one wins
+                until, pairs, True):  # oldest first: a newer one wins
             for kind, stored, unit in readings_from_columns(event_type, value, value2, state):
                 if device_id in sensors:  # else it arrived between the two reads
                     sensors[device_id]["readings"][kind] = {"value": stored, "unit": unit, "at": iso(event_time)}
         return list(sensors.values())
 
-    def _newest_of_each_type(self, until: float, device: str | None, with_reading: bool) -> list[tuple]:
-        """(device, event_type, target, name, value, value2, state, event_time) of each device's newest event of
-        each type up to a time (with_reading: of those that hold a reading), oldest first.
+    def _newest_of_each_type(self, until: float, pairs: list[tuple[str, str]], with_reading: bool) -> list[tuple]:
+        """(device, event_type, target, name, value, value2, state, event_time) of the newest event of each
+        (device, event type) of pairs (_device_types) up to a time (with_reading: of those that hold a reading),
+        oldest first.
 
         One index seek per device and type, not a GROUP BY over every event: its cost follows the number of
         devices, not of events (a GROUP BY read all 72 000 of a day of 50 sensors, 56 ms, on every page build)."""
         reading = " AND (value IS NOT NULL OR state IS NOT NULL)" if with_reading else ""
         rows = []
-        for device_id, event_type in self._device_types(device):
+        for device_id, event_type in pairs:
             found, _ = self._query(
                 "SELECT device, event_type, target, name, value, value2, state, event_time, event_id FROM events"
                 f" WHERE device = ? AND event_type = ? AND event_time <= ?{reading}"
