@@ -126,6 +126,7 @@ class AlertWatch:
         self._wake = threading.Event()
         self._wake_pushes = threading.Event()
         self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._pruned_at = 0.0
         try:
             self._reload()
@@ -383,8 +384,9 @@ class AlertWatch:
         loops = [(self._judge_loop, "alert-watch"), (self._send_loop, "alert-sender")]
         if self.channels:
             loops.append((self._push_loop, "alert-pusher"))
-        for target, name in loops:
-            threading.Thread(target=target, name=name, daemon=True).start()
+        self._threads = [threading.Thread(target=target, name=name, daemon=True) for target, name in loops]
+        for thread in self._threads:
+            thread.start()
 
     def _wake_senders(self) -> None:
         self._wake.set()
@@ -422,3 +424,11 @@ class AlertWatch:
     def stop(self) -> None:
         self._stopped.set()
         self._wake_senders()
+
+    def finish(self, deadline: float) -> None:
+        """Stop, and wait until deadline (monotonic) for each thread to end what it was doing before the store
+        closes: an announcement or push that went out is then marked sent (else it would be sent again after the
+        next start) and logged."""
+        self.stop()
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

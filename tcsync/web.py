@@ -159,10 +159,12 @@ class App:
         self.syncer.closed = True
 
     def close(self, deadline: float) -> None:
-        """Let a running sync finish until deadline (monotonic; else it is marked interrupted), then close the store."""
+        """Let a running sync and the alerts' sending finish until deadline (monotonic; else the run is marked
+        interrupted), then close the store."""
         unfinished = self.syncer.close(deadline)
         if unfinished:
             self.log("warn", event="run.interrupted", run_id=unfinished.id)
+        self.alerts.finish(deadline)
         self.store.close()
 
     # auth
@@ -341,9 +343,11 @@ class App:
         return json_response(200, {"sensors": self.store.sensors(self.clock())})
 
     # public routes
-    def health(self) -> tuple[str, float | None]:
-        """("ok" | "stale" | "idle", last success time), whichever process synced."""
-        self.syncer.refresh()
+    def health(self, refresh: bool = True) -> tuple[str, float | None]:
+        """("ok" | "stale" | "idle", last success time), whichever process synced (refresh: read other processes'
+        runs first, at most every few seconds; the page's builder does that for the page)."""
+        if refresh:
+            self.syncer.refresh()
         status, last_ok, _ = self.syncer.health(self.clock(), self.timer is not None)
         return status, last_ok
 
@@ -363,7 +367,7 @@ class App:
         if built is None:  # the secret form (a person): what changed until they pressed it shows
             built = self.view.fresh() if authorized and request.method == "POST" else self.view.newest()
         now = self.clock()
-        health = self.syncer.health(now, self.timer is not None)[:2]  # the builder refreshes the syncer's runs
+        health = self.health(refresh=False)  # no request reads the store for the page
         if authorized:
             body = render_status(self.page_view(request, now, health, built, authorized, wrong)).encode()
         else:  # the hot path (monitors, people, wrong secrets): the same page while nothing it shows has changed

@@ -317,23 +317,29 @@ def test_shutdown_marks_a_run_that_outlives_the_grace_interrupted(make_app, nigh
     assert run.done.wait(5)
 
 
-def test_the_service_as_a_process_announces_a_warm_fridge_from_its_watch_thread(tandem, nightscout, tmp_path):
-    """The alert watch runs in serve(): a delivery outside the range wakes it, the announcement goes out at once."""
+def _warm_fridge_service(tandem, nightscout, tmp_path):
+    """The service as a process, with a fridge reading of 9.4 °C (range 2..8) delivered to it: (process, address)."""
     port = free_port()
     env = service_env(tandem, nightscout, tmp_path / "db.sqlite3", LISTEN_HOST="127.0.0.1", LISTEN_PORT=str(port),
                       DT_TEMPERATURE_RANGE="2..8", ALERT_AFTER_MINS="0")
     proc = start_service(tandem, env)
+    address = ("127.0.0.1", port)
+    wait_for(lambda: _answers(address))
+    now = time.time()
+    body = json.dumps({"event": {"eventId": "warm-1", "targetName": "projects/p/devices/fridge1",
+                                 "eventType": "temperature", "data": {"temperature": {"value": 9.4}},
+                                 "timestamp": iso(now - 60, "milliseconds")},
+                       "labels": {"name": "Insulin fridge"}}).encode()
+    claims = {"checksum_sha256": hashlib.sha256(body).hexdigest(), "iat": int(now), "exp": int(now) + 3600}
+    token = jwt.encode(claims, DT_SECRET, algorithm="HS256")
+    assert request(address, "POST", "/", {"X-Dt-Signature": token}, body)[0] == 200
+    return proc, address
+
+
+def test_the_service_as_a_process_announces_a_warm_fridge_from_its_watch_thread(tandem, nightscout, tmp_path):
+    """The alert watch runs in serve(): a delivery outside the range wakes it, the announcement goes out at once."""
+    proc, address = _warm_fridge_service(tandem, nightscout, tmp_path)
     try:
-        address = ("127.0.0.1", port)
-        wait_for(lambda: _answers(address))
-        now = time.time()
-        body = json.dumps({"event": {"eventId": "warm-1", "targetName": "projects/p/devices/fridge1",
-                                     "eventType": "temperature", "data": {"temperature": {"value": 9.4}},
-                                     "timestamp": iso(now - 60, "milliseconds")},
-                           "labels": {"name": "Insulin fridge"}}).encode()
-        claims = {"checksum_sha256": hashlib.sha256(body).hexdigest(), "iat": int(now), "exp": int(now) + 3600}
-        token = jwt.encode(claims, DT_SECRET, algorithm="HS256")
-        assert request(address, "POST", "/", {"X-Dt-Signature": token}, body)[0] == 200
         [announcement] = wait_for(lambda: [doc for doc in nightscout.treatments if doc["eventType"] == "Announcement"])
         assert announcement["notes"].startswith("Insulin fridge 9.4 °C: above 8 °C since ")
         assert request(address, "GET", "/alerts")[0] == 503
@@ -342,3 +348,21 @@ def test_the_service_as_a_process_announces_a_warm_fridge_from_its_watch_thread(
     finally:
         proc.kill()
     assert proc.returncode == 0 and "event=alert.announced" in out and "Traceback" not in err
+
+
+def test_sigterm_while_an_announcement_is_on_its_way_marks_it_sent_before_the_store_closes(tandem, nightscout,
+                                                                                          tmp_path):
+    """Stopping waits for the alerts' sender: what reached Nightscout is marked sent (else sent again after a start)."""
+    nightscout.delay_secs = 2.0  # every answer of Nightscout comes 2 s late: SIGTERM arrives while one is awaited
+    proc, _ = _warm_fridge_service(tandem, nightscout, tmp_path)
+    try:
+        wait_for(lambda: any(method == "POST" and path.startswith("/api/v1/treatments")
+                             for method, path in list(nightscout.requests_seen)))
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=28)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "event=alert.announced" in out and "Traceback" not in err
+    assert "store is closed" not in out
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM announcements WHERE sent_at IS NOT NULL").fetchone() == (1,)
